@@ -1,0 +1,1 @@
+"""Layer 4: HTTP routes (OpenAI-compatible API, health, metrics)."""

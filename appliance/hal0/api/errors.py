@@ -1,0 +1,50 @@
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, with the right status."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """An error a handler raises; rendered by `error_response`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    body = {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def not_found(message: str, param: str | None = None, code: str = "not_found") -> ApiError:
+    return ApiError(404, message, param=param, code=code)
+
+
+def overloaded(message: str, retry_after: int) -> ApiError:
+    return ApiError(
+        503, message, type="server_error", code="overloaded", headers={"Retry-After": str(retry_after)}
+    )
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, message, type="server_error", code="model_unavailable", headers={"Retry-After": "5"})

@@ -1,0 +1,151 @@
+"""The OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hal0.api.body import parse_json
+from hal0.api.errors import ApiError, bad_request, unavailable
+from hal0.api.generation import enter_turn, lookup_model, run_to_completion, services_of, start_stream
+from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from hal0.inference import Guard
+
+
+async def list_models(request: Request) -> JSONResponse:
+    services = services_of(request)
+    data = [
+        {
+            "id": runtime.id,
+            "object": "model",
+            "created": int(runtime.loaded_at or services.started_at),
+            "owned_by": "hal0",
+            "state": runtime.state.value,
+            "default": runtime.id == services.models.default_id,
+        }
+        for runtime in services.models
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _usage_chunk(include: bool, object_name: str) -> Any:
+    def build(guard: Guard) -> dict[str, Any] | None:
+        if not include:
+            return None
+        return {
+            "id": f"usage-{int(time.time() * 1000)}",
+            "object": object_name,
+            "created": int(time.time()),
+            "choices": [],
+            "usage": {
+                "prompt_tokens": guard.prompt_tokens,
+                "completion_tokens": guard.generated,
+                "total_tokens": guard.prompt_tokens + guard.generated,
+            },
+        }
+
+    return build
+
+
+def _record(request: Request, model: str, result: dict[str, Any], guard: Guard) -> None:
+    usage = result.get("usage") or {}
+    services_of(request).metrics.record_generation(
+        model, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), guard.ttft
+    )
+
+
+async def chat_completions(request: Request) -> Response:
+    services = services_of(request)
+    body = await parse_json(request, ChatCompletionRequest, services.config.config.server.max_body_bytes)
+    runtime = lookup_model(services, body.model)
+    kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
+    if body.token_limit is not None:
+        kwargs["max_tokens"] = body.token_limit
+    if body.response_format and body.response_format.get("type") == "json_object":
+        kwargs["response_format"] = {"type": "json_object"}
+
+    if body.stream:
+
+        def stream_work(llm: Any, _guard: Guard) -> Iterator[dict[str, Any]]:
+            yield from llm.create_chat_completion(stream=True, **kwargs)
+
+        return await start_stream(request, runtime, stream_work, _usage_chunk(body.include_usage, "chat.completion.chunk"))
+
+    result, guard = await run_to_completion(request, runtime, lambda llm, _g: llm.create_chat_completion(**kwargs))
+    result["model"] = runtime.id
+    _record(request, runtime.id, result, guard)
+    return JSONResponse(result)
+
+
+async def completions(request: Request) -> Response:
+    services = services_of(request)
+    body = await parse_json(request, CompletionRequest, services.config.config.server.max_body_bytes)
+    runtime = lookup_model(services, body.model)
+    kwargs: dict[str, Any] = {"prompt": body.prompt_text, "max_tokens": body.max_tokens, "echo": body.echo, **body.sampling()}
+    if body.suffix is not None:
+        kwargs["suffix"] = body.suffix
+
+    if body.stream:
+
+        def stream_work(llm: Any, _guard: Guard) -> Iterator[dict[str, Any]]:
+            yield from llm.create_completion(stream=True, **kwargs)
+
+        return await start_stream(request, runtime, stream_work, _usage_chunk(body.include_usage, "text_completion"))
+
+    result, guard = await run_to_completion(request, runtime, lambda llm, _g: llm.create_completion(**kwargs))
+    result["model"] = runtime.id
+    _record(request, runtime.id, result, guard)
+    return JSONResponse(result)
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+async def embeddings(request: Request) -> Response:
+    services = services_of(request)
+    body = await parse_json(request, EmbeddingRequest, services.config.config.server.max_body_bytes)
+    runtime = lookup_model(services, body.model)
+    if not runtime.config.embeddings:
+        raise bad_request(f"model {runtime.id!r} does not serve embeddings (models[].embeddings is false)", param="model")
+    if any(not text for text in body.inputs):
+        raise bad_request("input must not contain empty strings", param="input")
+    async with AsyncExitStack() as stack:
+        await enter_turn(stack, runtime, services.config.config.server.queue_limit)
+        try:
+            raw = await runtime.embed(body.inputs)
+        except ValueError as error:
+            raise bad_request(str(error), param="input", code="context_length_exceeded") from None
+        except RuntimeError as error:
+            raise unavailable(f"embeddings failed: {error}") from None
+    data = []
+    for item in raw["data"]:
+        vector = item["embedding"]
+        if body.dimensions is not None:
+            if body.dimensions > len(vector):
+                raise bad_request(f"dimensions must be at most {len(vector)} for this model", param="dimensions")
+            vector = vector[: body.dimensions]
+        data.append({"object": "embedding", "index": item["index"], "embedding": _encode(vector, body.encoding_format)})
+    usage = raw.get("usage", {})
+    services.metrics.record_generation(runtime.id, usage.get("prompt_tokens", 0), 0, None)
+    return JSONResponse({"object": "list", "data": data, "model": runtime.id, "usage": usage})
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+]
+
+__all__ = ["ApiError", "routes"]

@@ -1,0 +1,64 @@
+"""create_app(config) -> Starlette: wires the layers, the lifespan and the mounts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hal0.api import health, openai
+from hal0.api.errors import ApiError, error_response
+from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
+from hal0.config import LoadedConfig
+from hal0.services import Services
+
+log = logging.getLogger("hal0")
+
+
+async def _api_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error)
+
+
+async def _http_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    kind = "not_found" if error.status_code == 404 else "method_not_allowed" if error.status_code == 405 else "http_error"
+    body = {"error": {"message": error.detail, "type": "invalid_request_error", "param": None, "code": kind}}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sighup: bool = False) -> Starlette:
+    services = Services.create(loaded)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Models load in the background: /health answers 503 "loading" meanwhile.
+        loader = asyncio.create_task(services.models.load_all()) if load_models else None
+        if reload_on_sighup:
+            # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
+        try:
+            yield
+        finally:
+            if loader is not None and not loader.done():
+                loader.cancel()
+            services.models.close()
+
+    routes = [*health.routes, *openai.routes, Route("/metrics", metrics_endpoint, methods=["GET"])]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))
+    app.state.services = services
+    return app

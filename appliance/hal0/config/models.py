@@ -1,0 +1,285 @@
+"""The hal0 configuration, declared once.
+
+These pydantic models are the single source of truth: the YAML file is validated against them,
+`hal0 config schema` prints their JSON Schema, the README's reference table is generated from
+their field descriptions, and the Ansible role's defaults are checked against them by a test.
+
+Every model is frozen (the server holds one immutable config and swaps it whole on reload) and
+forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+AGENT_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+MODEL_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:-]{0,63}$"
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h|d)$"
+TOOL_PATTERN = r"^(\*|[a-z_]+):(\*|[a-z_*]+)$"
+
+AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
+ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    """How the HTTP server listens and how much work it accepts."""
+
+    bind: str = Field(
+        "0.0.0.0",
+        description="Address to listen on. 0.0.0.0 serves the LAN; 127.0.0.1 when a reverse proxy "
+        "on the same box is the only client.",
+    )
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the API, MCP mounts and dashboard.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Server log verbosity."
+    )
+    queue_limit: int = Field(
+        16,
+        ge=0,
+        le=10000,
+        description="Requests that may wait per model while one generates; more get 503 with Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        600, gt=0, le=86400, description="A generation running longer than this is stopped."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=256 * 1024 * 1024, description="Larger request bodies get 413."
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_an_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"must be an IP address such as 0.0.0.0 or 127.0.0.1, got {value!r}") from None
+        return value
+
+
+_HOST_ENTRY = re.compile(
+    r"^(?P<host>\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?)(:(?P<port>\*|[0-9]{1,5}))?$"
+)
+_ORIGIN_ENTRY = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(:([0-9]{1,5}|\*))?$")
+
+
+def check_host_entry(entry: str) -> str:
+    """Validate one `mcp.allowed_hosts` entry: host, host:port or host:*."""
+    if "://" in entry:
+        raise ValueError(f"{entry!r}: a host has no scheme; write it without http:// or https://")
+    if "/" in entry:
+        raise ValueError(f"{entry!r}: a host has no path")
+    match = _HOST_ENTRY.match(entry)
+    if not match:
+        raise ValueError(f"{entry!r}: expected host, host:port or host:*")
+    port = match.group("port")
+    if port not in (None, "*") and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{entry!r}: port must be 1-65535")
+    return entry
+
+
+def check_origin_entry(entry: str) -> str:
+    """Validate one `mcp.allowed_origins` entry: scheme://host[:port], no path."""
+    match = _ORIGIN_ENTRY.match(entry)
+    if not match:
+        raise ValueError(f"{entry!r}: expected an origin such as http://host or https://host:8443 (no path)")
+    port = match.group(3)
+    if port not in (None, "*") and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{entry!r}: port must be 1-65535")
+    return entry
+
+
+class McpConfig(_Section):
+    """The DNS-rebinding gate on /mcp/*: which Host and Origin values are accepted."""
+
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Hosts added to the loopback allowlist (host, host:port or host:*). The single "
+        "value * disables DNS-rebinding protection. HAL0_MCP_ALLOWED_HOSTS adds to this list.",
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        description="Browser origins allowed on /mcp/*. Empty: http:// and https:// origins are derived "
+        "from every allowed host. HAL0_MCP_ALLOWED_ORIGINS, when set, replaces this list.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value:
+            if len(value) > 1:
+                raise ValueError("'*' disables the gate and cannot be mixed with other hosts")
+            return value
+        return tuple(check_host_entry(entry) for entry in value)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value:
+            if len(value) > 1:
+                raise ValueError("'*' cannot be mixed with other origins")
+            return value
+        return tuple(check_origin_entry(entry) for entry in value)
+
+
+class MemoryConfig(_Section):
+    """The opt-in, per-agent memory store."""
+
+    enabled: bool = Field(False, description="Memory is off unless you turn it on.")
+    path: str = Field("/var/lib/hal0/memory.db", description="SQLite file for memory (WAL mode).")
+    max_items_per_agent: int = Field(10000, ge=1, le=10_000_000, description="Items one agent may keep.")
+    max_item_bytes: int = Field(16384, ge=64, le=16 * 1024 * 1024, description="Largest item text, in bytes.")
+
+
+class ModelConfig(_Section):
+    """One GGUF model served through llama-cpp-python."""
+
+    id: ModelId = Field(description="The name clients use in the `model` field.")
+    path: str = Field(description="Path of the GGUF file on the box.")
+    default: bool = Field(False, description="Serve requests that name no model. Exactly one model is the default.")
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the file, checked by the installer."
+    )
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="Layers offloaded to the GPU: 0 = CPU only, -1 = all layers."
+    )
+    n_ctx: int = Field(4096, ge=16, le=1_048_576, description="Context window in tokens.")
+    n_batch: int = Field(512, ge=1, le=65536, description="Prompt-processing batch size.")
+    n_ubatch: int = Field(512, ge=1, le=65536, description="Physical micro-batch size.")
+    n_threads: int | None = Field(None, ge=1, le=1024, description="Generation threads (default: llama.cpp's choice).")
+    n_threads_batch: int | None = Field(None, ge=1, le=1024, description="Prompt-processing threads.")
+    main_gpu: int = Field(0, ge=0, description="GPU used for the whole model or its scratch buffers.")
+    split_mode: Literal["none", "layer", "row"] = Field("layer", description="How to split across several GPUs.")
+    tensor_split: tuple[float, ...] | None = Field(
+        None, description="Fraction of the model per GPU, e.g. [0.5, 0.5]."
+    )
+    flash_attn: bool = Field(False, description="Use flash attention where the backend supports it.")
+    offload_kqv: bool = Field(True, description="Keep the KV cache on the GPU when layers are offloaded.")
+    use_mmap: bool = Field(True, description="Memory-map the model file.")
+    use_mlock: bool = Field(False, description="Lock the model in RAM (needs LimitMEMLOCK).")
+    chat_format: str | None = Field(
+        None, description="llama-cpp-python chat format (e.g. chatml, gemma); default: the GGUF's template."
+    )
+    embeddings: bool = Field(True, description="Serve /v1/embeddings with this model.")
+    seed: int = Field(-1, ge=-1, description="Default sampling seed; -1 = random.")
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _split_fractions(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (not value or any(part < 0 for part in value) or sum(value) <= 0):
+            raise ValueError("must list one non-negative share per GPU, with a positive total")
+        return value
+
+    @model_validator(mode="after")
+    def _ubatch_fits_batch(self) -> ModelConfig:
+        if self.n_ubatch > self.n_batch:
+            raise ValueError(f"n_ubatch ({self.n_ubatch}) must not exceed n_batch ({self.n_batch})")
+        return self
+
+
+class GenerationParams(_Section):
+    """Default sampling parameters a persona applies; a request may override them."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: tuple[str, ...] | None = None
+
+
+class Persona(_Section):
+    """How hal0 treats one agent id: prompt, model, defaults and the tools it may use."""
+
+    id: AgentId = Field(description="The X-hal0-Agent value this persona applies to.")
+    description: str = ""
+    model: ModelId | None = Field(None, description="Model used when a request names none.")
+    system_prompt: str | None = None
+    params: GenerationParams = GenerationParams()
+    tools: tuple[Annotated[str, Field(pattern=TOOL_PATTERN)], ...] = Field(
+        (), description="Tool patterns over server:tool, e.g. memory:* or admin:status."
+    )
+
+
+class RuleMatch(_Section):
+    agent: str = Field("*", description="Agent id or glob pattern.")
+    tool: Annotated[str, Field(pattern=TOOL_PATTERN)] = Field("*:*", description="server:tool pattern.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Argument values that must be equal.")
+
+
+class ApprovalRule(_Section):
+    match: RuleMatch = RuleMatch()
+    decision: Literal["allow", "ask", "deny"]
+    reason: str = Field(min_length=1, description="Shown to the approver and returned on deny.")
+    expires_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
+
+
+class ApprovalsConfig(_Section):
+    pending_ttl: Annotated[str, Field(pattern=DURATION_PATTERN)] = Field(
+        "1h", description="A pending approval expires after this (e.g. 30m, 1h, 2d)."
+    )
+    rules: tuple[ApprovalRule, ...] = ()
+
+
+class AgentsConfig(_Section):
+    """Agent personas and the approval policy for their tool calls."""
+
+    default_agent: AgentId = Field("anonymous", description="Identity of callers sending no X-hal0-Agent header.")
+    personas: tuple[Persona, ...] = ()
+    approvals: ApprovalsConfig = ApprovalsConfig()
+
+
+class Hal0Config(_Section):
+    """The whole hal0 policy file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="hal0 configuration")
+
+    server: ServerConfig = ServerConfig()
+    mcp: McpConfig = McpConfig()
+    memory: MemoryConfig = MemoryConfig()
+    models: tuple[ModelConfig, ...] = Field(min_length=1, description="The GGUF models this box serves.")
+    agents: AgentsConfig = AgentsConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Hal0Config:
+        # Cross-field rules raise errors that name their own field path (see errors.CrossFieldError),
+        # so `hal0 config validate` can point at the exact line.
+        from hal0.config.errors import CrossFieldError
+
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        seen: dict[str, int] = {}
+        for index, model in enumerate(self.models):
+            if model.id in seen:
+                problems.append((("models", index, "id"), f"duplicate model id {model.id!r} (also models[{seen[model.id]}])"))
+            seen.setdefault(model.id, index)
+        defaults = [index for index, model in enumerate(self.models) if model.default]
+        if len(defaults) > 1:
+            for index in defaults[1:]:
+                problems.append((("models", index, "default"), f"only one model may be the default (models[{defaults[0]}] already is)"))
+        personas: dict[str, int] = {}
+        for index, persona in enumerate(self.agents.personas):
+            if persona.id in personas:
+                problems.append((("agents", "personas", index, "id"), f"duplicate persona id {persona.id!r}"))
+            personas.setdefault(persona.id, index)
+            if persona.model is not None and persona.model not in seen:
+                known = ", ".join(sorted(seen))
+                problems.append((("agents", "personas", index, "model"), f"unknown model {persona.model!r} (models: {known})"))
+        if problems:
+            raise CrossFieldError(problems)
+        return self
+
+    @property
+    def default_model(self) -> ModelConfig:
+        for model in self.models:
+            if model.default:
+                return model
+        return self.models[0]
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        return next((model for model in self.models if model.id == model_id), None)

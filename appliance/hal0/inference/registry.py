@@ -1,0 +1,54 @@
+"""All configured models, loaded at start-up, looked up by id."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from hal0.config.models import ModelConfig
+from hal0.inference.runtime import LoadState, ModelRuntime
+
+
+class UnknownModel(LookupError):
+    def __init__(self, model_id: str, known: Iterable[str]) -> None:
+        super().__init__(f"model {model_id!r} does not exist; available: {', '.join(known)}")
+        self.model_id = model_id
+
+
+class ModelRegistry:
+    def __init__(self, models: Iterable[ModelConfig], *, verbose: bool = False) -> None:
+        self._runtimes = {model.id: ModelRuntime(model, verbose=verbose) for model in models}
+        self._default = next((model.id for model in models if model.default), next(iter(self._runtimes)))
+
+    def __iter__(self):  # noqa: ANN204 - iterator of runtimes
+        return iter(self._runtimes.values())
+
+    @property
+    def default_id(self) -> str:
+        return self._default
+
+    def get(self, model_id: str | None) -> ModelRuntime:
+        """The runtime for an id; None means the default model."""
+        runtime = self._runtimes.get(model_id or self._default)
+        if runtime is None:
+            raise UnknownModel(model_id or "", self._runtimes)
+        return runtime
+
+    async def load_all(self) -> None:
+        # One at a time: loading two models at once only competes for the same disk and memory.
+        for runtime in self._runtimes.values():
+            await runtime.load()
+
+    @property
+    def state(self) -> str:
+        """`loading` until every model has been tried, then `ok` or `failed`."""
+        states = [runtime.state for runtime in self._runtimes.values()]
+        if any(state in (LoadState.PENDING, LoadState.LOADING) for state in states):
+            return "loading"
+        if any(state is LoadState.FAILED for state in states):
+            return "failed"
+        return "ok"
+
+    def close(self) -> None:
+        for runtime in self._runtimes.values():
+            runtime.close()

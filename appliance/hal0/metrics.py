@@ -1,0 +1,64 @@
+"""Prometheus metrics: one registry per app, so several apps (tests) never share counters.
+
+Beyond request counts this exports what an inference operator needs and peers lack: a
+time-to-first-token histogram per model, token counters, queue depth and load state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hal0.inference import LoadState, ModelRegistry
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+
+
+class _ModelCollector(Collector):
+    """Queue depth and load state, read from the live registry at scrape time."""
+
+    def __init__(self, models: ModelRegistry) -> None:
+        self._models = models
+
+    def collect(self) -> Iterable[Metric]:
+        depth = GaugeMetricFamily("hal0_queue_depth", "Requests waiting for a model", labels=["model"])
+        busy = GaugeMetricFamily("hal0_model_busy", "1 while the model is generating", labels=["model"])
+        state = GaugeMetricFamily("hal0_model_state", "Model load state (1 = current)", labels=["model", "state"])
+        for runtime in self._models:
+            depth.add_metric([runtime.id], runtime.waiting)
+            busy.add_metric([runtime.id], 1 if runtime.busy else 0)
+            for candidate in LoadState:
+                state.add_metric([runtime.id, candidate.value], 1 if runtime.state is candidate else 0)
+        return [depth, busy, state]
+
+
+class Metrics:
+    def __init__(self, models: ModelRegistry) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hal0_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "hal0_request_duration_seconds", "HTTP request duration, until the last byte", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "hal0_time_to_first_token_seconds", "Time from request start to the first generated token", ["model"],
+            buckets=_TTFT_BUCKETS, registry=self.registry,
+        )
+        self.prompt_tokens = Counter("hal0_prompt_tokens", "Prompt tokens processed", ["model"], registry=self.registry)
+        self.generated_tokens = Counter("hal0_generated_tokens", "Tokens generated", ["model"], registry=self.registry)
+        self.registry.register(_ModelCollector(models))
+
+    def record_generation(self, model: str, prompt_tokens: int, generated_tokens: int, ttft: float | None) -> None:
+        self.prompt_tokens.labels(model).inc(prompt_tokens)
+        self.generated_tokens.labels(model).inc(generated_tokens)
+        if ttft is not None:
+            self.ttft.labels(model).observe(ttft)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,68 @@
+"""The live services of one running hal0: the current config, the models and the metrics.
+
+Routes read the config through `Services.config` on every request, so a reload (SIGHUP) that
+swaps it is seen by the next request while requests already running keep the one they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from hal0 import __version__
+from hal0.metrics import Metrics
+from hal0.config import ConfigError, LoadedConfig, load_config
+from hal0.inference import ModelRegistry
+
+log = logging.getLogger("hal0")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    message: str
+    restart_needed: bool = False
+
+
+@dataclass
+class Services:
+    loaded: LoadedConfig
+    models: ModelRegistry
+    metrics: Metrics
+    started_at: float = field(default_factory=time.time)
+    version: str = __version__
+    last_reload: ReloadResult | None = None
+
+    @classmethod
+    def create(cls, loaded: LoadedConfig) -> Services:
+        models = ModelRegistry(loaded.config.models, verbose=loaded.config.server.log_level == "debug")
+        return cls(loaded=loaded, models=models, metrics=Metrics(models))
+
+    @property
+    def config(self) -> LoadedConfig:
+        return self.loaded
+
+    def reload(self) -> ReloadResult:
+        """Re-read and re-validate the config file; keep the last good one when it is bad.
+
+        Policy (server limits, mcp, memory, agents) takes effect at once. Models are loaded at
+        start-up, so a change to `models` is reported as needing a restart (the role restarts).
+        """
+        try:
+            fresh = load_config(self.loaded.path, os.environ)
+        except ConfigError as error:
+            result = ReloadResult(False, f"config reload refused, keeping the last good config:\n{error}")
+            log.error("%s", result.message)
+        else:
+            restart = fresh.config.models != self.loaded.config.models or (
+                (fresh.config.server.bind, fresh.config.server.port)
+                != (self.loaded.config.server.bind, self.loaded.config.server.port)
+            )
+            self.loaded = fresh
+            note = "; models or bind changed: restart hal0 to apply them" if restart else ""
+            result = ReloadResult(True, f"config reloaded from {fresh.path}{note}", restart_needed=restart)
+            log.info("%s", result.message)
+        self.last_reload = result
+        return result
