@@ -15,6 +15,7 @@ from hal0 import __version__
 from hal0.metrics import Metrics
 from hal0.config import ConfigError, LoadedConfig, load_config
 from hal0.inference import ModelRegistry
+from hal0.memory import MemoryService
 
 log = logging.getLogger("hal0")
 
@@ -31,6 +32,7 @@ class Services:
     loaded: LoadedConfig
     models: ModelRegistry
     metrics: Metrics
+    memory: MemoryService
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     last_reload: ReloadResult | None = None
@@ -38,7 +40,11 @@ class Services:
     @classmethod
     def create(cls, loaded: LoadedConfig) -> Services:
         models = ModelRegistry(loaded.config.models, verbose=loaded.config.server.log_level == "debug")
-        return cls(loaded=loaded, models=models, metrics=Metrics(models))
+        services: Services
+        # The memory service reads the live config, so a reload can turn memory on or off.
+        memory = MemoryService(lambda: services.loaded.config.memory)
+        services = cls(loaded=loaded, models=models, metrics=Metrics(models), memory=memory)
+        return services
 
     @property
     def config(self) -> LoadedConfig:

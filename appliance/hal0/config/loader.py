@@ -163,7 +163,12 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path:
 
 def _validation_issues(error: ValidationError, document: YamlDocument, source: str, env_sources: dict[Path, str]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
-    for item in error.errors(include_url=False):
+    errors = error.errors(include_url=False)
+    failing = [tuple(item["loc"]) for item in errors]
+    for item in errors:
+        loc = tuple(item["loc"])
+        if item["type"] == "too_short" and any(other[: len(loc)] == loc and len(other) > len(loc) for other in failing):
+            continue  # a list whose item failed also reports itself as too short: noise
         cross = item.get("ctx", {}).get("error")
         if isinstance(cross, CrossFieldError):
             for path, message in cross.problems:

@@ -1,0 +1,108 @@
+"""REST for memory: /api/memory and /api/memory/{id}, namespace from X-hal0-Agent.
+
+Every route runs the catalogue's memory tool (hal0.tools), so REST and MCP share one
+implementation. While memory is disabled each route answers 404 saying how to enable it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hal0.api.body import parse_json
+from hal0.api.errors import ApiError, bad_request
+from hal0.api.generation import services_of
+from hal0.api.identity import agent_of
+from hal0.memory import InvalidInput, ItemNotFound, LimitExceeded, MemoryDisabled
+from hal0.tools import ToolCall, invoke, tool
+
+
+class AddBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class PatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _call(request: Request) -> ToolCall:
+    services = services_of(request)
+    if not services.memory.enabled:
+        # Checked before identity: a disabled feature answers the same to everyone.
+        raise _disabled()
+    return ToolCall(services=services, agent=agent_of(request, services))
+
+
+def _disabled() -> ApiError:
+    return ApiError(404, str(MemoryDisabled()), code="memory_disabled")
+
+
+async def _run(name: str, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await invoke(tool(f"memory:{name}"), call, arguments)
+    except MemoryDisabled:
+        raise _disabled() from None
+    except InvalidInput as error:
+        raise bad_request(str(error), param=error.field) from None
+    except ItemNotFound as error:
+        raise ApiError(404, str(error), param="id", code=error.code) from None
+    except LimitExceeded as error:
+        status = 413 if error.code == "memory_item_too_large" else 422
+        raise ApiError(status, str(error), code=error.code) from None
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise bad_request(f"{name} must be a positive integer, got {value!r}", param=name)
+    return int(value)
+
+
+def _limit(request: Request) -> int:
+    return services_of(request).config.config.server.max_body_bytes
+
+
+async def collection(request: Request) -> JSONResponse:
+    call = _call(request)
+    if request.method == "POST":
+        body = await parse_json(request, AddBody, _limit(request))
+        return JSONResponse(await _run("remember", call, body.model_dump()), status_code=201)
+    if request.method == "DELETE":
+        return JSONResponse(await _run("forget_all", call, {}))
+    params = request.query_params
+    common = {"tag": params.get("tag") or None, "limit": _int_param(request, "limit"), "cursor": params.get("cursor")}
+    query = params.get("q")
+    if query:
+        return JSONResponse(await _run("recall", call, {"query": query, **common}))
+    return JSONResponse(await _run("list", call, common))
+
+
+async def item(request: Request) -> JSONResponse:
+    call = _call(request)
+    item_id = request.path_params["id"]
+    if request.method == "PATCH":
+        body = await parse_json(request, PatchBody, _limit(request))
+        if not body.model_fields_set:
+            raise bad_request("nothing to change; send text, tags and/or metadata", code="invalid_json")
+        return JSONResponse(await _run("update", call, {"id": item_id, **body.model_dump()}))
+    if request.method == "DELETE":
+        return JSONResponse(await _run("forget", call, {"id": item_id}))
+    return JSONResponse(await _run("get", call, {"id": item_id}))
+
+
+routes = [
+    Route("/api/memory", collection, methods=["GET", "POST", "DELETE"]),
+    Route("/api/memory/{id}", item, methods=["GET", "PATCH", "DELETE"]),
+]

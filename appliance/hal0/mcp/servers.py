@@ -1,0 +1,119 @@
+"""The admin and memory MCP servers, built from the tool catalogue (hal0.tools).
+
+Nothing about a tool is restated here: name, description, input schema (from the function's
+signature) and annotations all come from its ToolSpec. This module only adapts the calling
+convention: the caller's identity comes from the X-hal0-Agent header of the HTTP request
+carrying the message, and the catalogue's expected failures become MCP tool errors.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, ToolAnnotations
+
+from hal0.agents import AGENT_HEADER, InvalidAgentId, resolve_agent
+from hal0.memory import MemoryDisabled, MemoryStoreError
+from hal0.services import Services
+from hal0.tools import Server, ToolCall, ToolFailure, ToolSpec, invoke, tool, tools_of
+
+_EXPECTED = (ToolFailure, MemoryStoreError, MemoryDisabled)
+
+
+def agent_of(ctx: Context, services: Services) -> str:
+    """The caller's agent id; an invalid header is a protocol error (-32602) naming the rule."""
+    headers = ctx.headers or {}
+    value = next((v for k, v in headers.items() if k.lower() == AGENT_HEADER.lower()), None)
+    try:
+        return resolve_agent(value, services.config.config.agents.default_agent)
+    except InvalidAgentId as error:
+        raise MCPError(INVALID_PARAMS, str(error)) from None
+
+
+def annotations_of(spec: ToolSpec) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=spec.title,
+        readOnlyHint=spec.read_only,
+        destructiveHint=spec.destructive,
+        idempotentHint=spec.idempotent,
+        openWorldHint=False,  # every tool acts on this box only
+    )
+
+
+def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """An MCP tool function with the spec's parameters plus the SDK's Context.
+
+    The SDK reads the signature to build the input schema and to find where to inject the
+    Context, so the wrapper carries an explicit `__signature__` rather than restating types.
+    """
+
+    async def handler(**arguments: Any) -> dict[str, Any]:
+        ctx: Context = arguments.pop("ctx")
+        call = ToolCall(services=services, agent=agent_of(ctx, services))
+        try:
+            return await invoke(spec, call, arguments)
+        except _EXPECTED as error:
+            raise ToolError(str(error)) from None
+
+    params = spec.parameters()
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    handler.__signature__ = inspect.Signature([*params, context], return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+    handler.__annotations__ = {p.name: p.annotation for p in params} | {"ctx": Context, "return": dict[str, Any]}
+    handler.__name__ = spec.name
+    handler.__doc__ = spec.description
+    return handler
+
+
+def build_server(server: Server, services: Services, instructions: str) -> MCPServer:
+    mcp = MCPServer(f"hal0-{server}", version=services.version, instructions=instructions)
+    for spec in tools_of(server):
+        mcp.add_tool(_handler(spec, services), name=spec.name, title=spec.title,
+                     description=spec.description, annotations=annotations_of(spec))
+    return mcp
+
+
+def _json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2)
+
+
+def build_admin(services: Services) -> MCPServer:
+    mcp = build_server("admin", services, "Read the state of this hal0 box; privileged tools change it.")
+
+    async def read(name: str, ctx: Context) -> str:
+        return _json(await invoke(tool(f"admin:{name}"), ToolCall(services, agent_of(ctx, services)), {}))
+
+    @mcp.resource("hal0://status", name="status", mime_type="application/json",
+                  description="The same document as the status tool.")
+    async def status_resource(ctx: Context) -> str:
+        return await read("status", ctx)
+
+    @mcp.resource("hal0://config", name="config", mime_type="application/json",
+                  description="The effective configuration (read-only).")
+    async def config_resource(ctx: Context) -> str:
+        return await read("get_config", ctx)
+
+    return mcp
+
+
+def build_memory(services: Services) -> MCPServer:
+    mcp = build_server("memory", services, "Your own memory on this hal0 box, keyed by your X-hal0-Agent id.")
+
+    @mcp.resource("hal0://memory/{agent}", name="namespace", mime_type="application/json",
+                  description="The newest items of a memory namespace; readable only by that agent.")
+    async def namespace_resource(agent: str, ctx: Context) -> str:
+        caller = agent_of(ctx, services)
+        if agent != caller:
+            # The same refusal whether or not that namespace exists: ids leak nothing.
+            raise ResourceError(f"agent {caller!r} can read only hal0://memory/{caller}")
+        try:
+            return _json(await invoke(tool("memory:list"), ToolCall(services, caller), {}))
+        except _EXPECTED as error:
+            raise ResourceError(str(error)) from None
+
+    return mcp

@@ -1,0 +1,48 @@
+"""Turning user text into an FTS5 query, and opaque pagination cursors.
+
+User text never reaches FTS5's query language directly: a stray quote, `NEAR` or `col:` would be a
+syntax error or, worse, a different query. Each word is quoted as a literal term and the terms are
+OR-ed, so a natural-language recall ("what colour does Ann like") matches items sharing any word,
+ranked by BM25.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from hal0.memory.errors import InvalidInput
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 32
+MAX_QUERY_CHARS = 1000
+
+
+def fts_query(text: str) -> str:
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"q is longer than {MAX_QUERY_CHARS} characters", "q")
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_TERMS]
+    if not words:
+        raise InvalidInput("q has no searchable words (letters or digits)", "q")
+    return " OR ".join(f'"{word}"' for word in words)
+
+
+def encode_cursor(kind: str, value: int) -> str:
+    raw = json.dumps({"k": kind, "v": value}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kind: str) -> int | None:
+    """The position a cursor from the same kind of listing points at; None starts at the top."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        value = data["v"]
+        if data["k"] != kind or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not valid for this listing; pass next_cursor unchanged", "cursor") from None
+    return value

@@ -1,0 +1,96 @@
+"""Memory tools: one namespace per agent, always the caller's own (`call.agent`).
+
+No tool takes a namespace argument; that absence is the isolation guarantee seen from outside.
+Store calls are short but blocking (SQLite), so they run in a worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from anyio import to_thread
+from pydantic import Field
+
+from hal0.memory import MemoryStore
+from hal0.memory.model import MAX_PAGE
+from hal0.tools.spec import ToolCall, ToolSpec
+
+ItemId = Annotated[str, Field(description="Item id, as returned by remember, recall or list.", max_length=64)]
+Tags = Annotated[list[str] | None, Field(description="Labels to filter by later, e.g. ['project-x'].")]
+Metadata = Annotated[dict[str, Any] | None, Field(description="Optional JSON object stored with the item.")]
+Tag = Annotated[str | None, Field(description="Only items carrying this tag.")]
+Limit = Annotated[int | None, Field(description=f"Page size, 1 to {MAX_PAGE} (default 20).", ge=1, le=MAX_PAGE)]
+Cursor = Annotated[str | None, Field(description="next_cursor of the previous page, unchanged.")]
+
+
+async def _store(call: ToolCall) -> MemoryStore:
+    # Opening may create the database (first use after enabling), which is file I/O.
+    return await to_thread.run_sync(call.services.memory.store)
+
+
+async def remember(call: ToolCall, text: Annotated[str, Field(description="What to remember.")],
+                   tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
+    store = await _store(call)
+    limits = call.services.memory.limits()
+    item = await to_thread.run_sync(partial(store.add, call.agent, text, limits, tags=tags, metadata=metadata))
+    return item.to_json()
+
+
+async def recall(call: ToolCall, query: Annotated[str, Field(description="Words to search for (BM25 ranked).")],
+                 tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
+    store = await _store(call)
+    page = await to_thread.run_sync(partial(store.search, call.agent, query, tag=tag, limit=limit, cursor=cursor))
+    return page.to_json()
+
+
+async def list_items(call: ToolCall, tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
+    store = await _store(call)
+    page = await to_thread.run_sync(partial(store.list, call.agent, tag=tag, limit=limit, cursor=cursor))
+    return page.to_json()
+
+
+async def get(call: ToolCall, id: ItemId) -> dict[str, Any]:  # noqa: A002 - the argument clients send is "id"
+    store = await _store(call)
+    return (await to_thread.run_sync(store.get, call.agent, id)).to_json()
+
+
+async def update(call: ToolCall, id: ItemId,  # noqa: A002
+                 text: Annotated[str | None, Field(description="New text (omit to keep).")] = None,
+                 tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
+    store = await _store(call)
+    limits = call.services.memory.limits()
+    item = await to_thread.run_sync(partial(
+        store.update, call.agent, id, limits, text=text, tags=tags, metadata=metadata,
+        replace_metadata=metadata is not None,
+    ))
+    return item.to_json()
+
+
+async def forget(call: ToolCall, id: ItemId) -> dict[str, Any]:  # noqa: A002
+    store = await _store(call)
+    await to_thread.run_sync(store.delete, call.agent, id)
+    return {"deleted": id}
+
+
+async def forget_all(call: ToolCall) -> dict[str, Any]:
+    store = await _store(call)
+    return {"deleted": await to_thread.run_sync(store.forget_all, call.agent), "agent": call.agent}
+
+
+TOOLS = (
+    ToolSpec("memory", "remember", "Remember", "Store a memory item (text, optional tags and metadata).",
+             remember, read_only=False, destructive=False, idempotent=False),
+    ToolSpec("memory", "recall", "Recall", "Full-text search of your memory, best match first (BM25).",
+             recall, read_only=True, destructive=False, idempotent=True),
+    ToolSpec("memory", "list", "List memory", "Your memory items, newest first, optionally by tag.",
+             list_items, read_only=True, destructive=False, idempotent=True),
+    ToolSpec("memory", "get", "Get item", "One memory item by id.",
+             get, read_only=True, destructive=False, idempotent=True),
+    ToolSpec("memory", "update", "Update item", "Change an item's text, tags or metadata.",
+             update, read_only=False, destructive=True, idempotent=True),
+    ToolSpec("memory", "forget", "Forget item", "Delete one memory item by id.",
+             forget, read_only=False, destructive=True, idempotent=True),
+    ToolSpec("memory", "forget_all", "Forget everything", "Delete every item in your memory namespace.",
+             forget_all, read_only=False, destructive=True, idempotent=True, privileged=True),
+)

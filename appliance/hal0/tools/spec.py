@@ -1,0 +1,58 @@
+"""What a tool is: a typed async function plus the metadata every surface shows the same way.
+
+The function's signature (after the leading `ToolCall`) is the tool's input schema: MCP derives
+its JSON Schema from it and REST validates into the same parameters. The hints are the truth
+about effects; `privileged` marks the state-changing tools the approval policy gates.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from hal0.services import Services
+
+Server = Literal["admin", "memory"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """Who is calling and the live services the call may use."""
+
+    services: Services
+    agent: str
+
+
+class ToolFailure(Exception):
+    """An expected failure, reported to the caller as the tool's error (not a crash)."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    server: Server
+    name: str
+    title: str
+    description: str
+    fn: Callable[..., Awaitable[dict[str, Any]]]
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    privileged: bool = False
+
+    @property
+    def qualified(self) -> str:
+        """`server:tool`, the name the approval rules and persona tool lists match."""
+        return f"{self.server}:{self.name}"
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The tool's own parameters: the function's, without the leading ToolCall."""
+        return list(inspect.signature(self.fn, eval_str=True).parameters.values())[1:]
+
+
+async def invoke(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Run a tool. The single door every surface goes through, so the agents issue's policy
+    (allow / ask / deny) is added here once rather than in each of REST and MCP."""
+    return await spec.fn(call, **arguments)
