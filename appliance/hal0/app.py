@@ -15,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hal0.api import health, openai
+from hal0.api import health, memory, openai
 from hal0.api.errors import ApiError, error_response
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
+from hal0.mcp.gate import McpGate
+from hal0.mcp.mount import build_mcp
 from hal0.services import Services
 
 log = logging.getLogger("hal0")
@@ -38,6 +40,7 @@ async def _http_error(_request: Request, error: Exception) -> Response:
 
 def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sighup: bool = False) -> Starlette:
     services = Services.create(loaded)
+    mcp = build_mcp(services)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -47,16 +50,20 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
         try:
-            yield
+            async with mcp.run():  # the mounted MCP servers' session managers
+                yield
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
             services.models.close()
+            services.memory.close()
 
-    routes = [*health.routes, *openai.routes, Route("/metrics", metrics_endpoint, methods=["GET"])]
+    routes = [*health.routes, *openai.routes, *memory.routes, *mcp.routes, Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # The DNS-rebinding gate covers /mcp/* only; reads the live config so a reload applies at once.
+        middleware=[Middleware(McpGate, config=lambda: services.config.config.mcp)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))

@@ -91,7 +91,17 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         print(f"{dotted(path)} = {json.dumps(value)}  # {loaded.source_of(path)}")
     for name, value in loaded.env.items():
         print(f"# ${name}={value}")
+    _print_mcp_gate(loaded.config)
     return 0
+
+
+def _print_mcp_gate(config: Hal0Config) -> None:
+    """What the /mcp/* gate accepts, after loopback defaults, env overrides and derived origins."""
+    from hal0.mcp.policy import effective_hosts, effective_origins
+
+    derived = "" if config.mcp.allowed_origins or config.mcp.allowed_hosts == ("*",) else ", derived from hosts"
+    print(f"# mcp gate, effective hosts: {', '.join(effective_hosts(config.mcp))}")
+    print(f"# mcp gate, effective origins{derived}: {', '.join(effective_origins(config.mcp))}")
 
 
 def cmd_config_schema(_args: argparse.Namespace) -> int:

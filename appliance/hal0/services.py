@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 from hal0 import __version__
-from hal0.metrics import Metrics
 from hal0.config import ConfigError, LoadedConfig, load_config
 from hal0.inference import ModelRegistry
 from hal0.memory import MemoryService
+from hal0.metrics import Metrics
 
 log = logging.getLogger("hal0")
 

@@ -16,7 +16,7 @@ _AGENT_ID = re.compile(AGENT_ID_PATTERN)
 RULE = "1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'"
 
 
-class InvalidAgentId(ValueError):
+class InvalidAgentIdError(ValueError):
     def __init__(self, value: str) -> None:
         shown = value if len(value) <= 80 else value[:77] + "..."
         super().__init__(f"invalid {AGENT_HEADER} header {shown!r}: an agent id is {RULE}")
@@ -30,5 +30,5 @@ def resolve_agent(header: str | None, default: str) -> str:
         return default
     # fullmatch, not match: with match, the pattern's `$` would accept a trailing newline.
     if not _AGENT_ID.fullmatch(header):
-        raise InvalidAgentId(header)
+        raise InvalidAgentIdError(header)
     return header

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from hal0.agents import AGENT_HEADER, InvalidAgentId, resolve_agent
+from hal0.agents import AGENT_HEADER, InvalidAgentIdError, resolve_agent
 from hal0.api.errors import bad_request
 from hal0.services import Services
 
@@ -12,5 +12,5 @@ from hal0.services import Services
 def agent_of(request: Request, services: Services) -> str:
     try:
         return resolve_agent(request.headers.get(AGENT_HEADER), services.config.config.agents.default_agent)
-    except InvalidAgentId as error:
+    except InvalidAgentIdError as error:
         raise bad_request(str(error), param=AGENT_HEADER, code="invalid_agent_id") from None

@@ -17,7 +17,7 @@ from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
-from hal0.memory import InvalidInput, ItemNotFound, LimitExceeded, MemoryDisabled
+from hal0.memory import InvalidInputError, ItemNotFoundError, LimitExceededError, MemoryDisabledError
 from hal0.tools import ToolCall, invoke, tool
 
 
@@ -44,19 +44,19 @@ def _call(request: Request) -> ToolCall:
 
 
 def _disabled() -> ApiError:
-    return ApiError(404, str(MemoryDisabled()), code="memory_disabled")
+    return ApiError(404, str(MemoryDisabledError()), code="memory_disabled")
 
 
 async def _run(name: str, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
     try:
         return await invoke(tool(f"memory:{name}"), call, arguments)
-    except MemoryDisabled:
+    except MemoryDisabledError:
         raise _disabled() from None
-    except InvalidInput as error:
+    except InvalidInputError as error:
         raise bad_request(str(error), param=error.field) from None
-    except ItemNotFound as error:
+    except ItemNotFoundError as error:
         raise ApiError(404, str(error), param="id", code=error.code) from None
-    except LimitExceeded as error:
+    except LimitExceededError as error:
         status = 413 if error.code == "memory_item_too_large" else 422
         raise ApiError(status, str(error), code=error.code) from None
 

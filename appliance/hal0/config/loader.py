@@ -147,10 +147,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
             path.append(part)
         elif isinstance(part, str) and ("[" in part or part in ("int", "float", "str", "bool", "none")):

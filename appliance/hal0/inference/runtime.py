@@ -30,7 +30,7 @@ _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 _POOLING_MEAN = 1
 
 
-class LoadState(str, enum.Enum):
+class LoadState(enum.StrEnum):
     PENDING = "pending"
     LOADING = "loading"
     READY = "ready"

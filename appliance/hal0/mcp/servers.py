@@ -18,12 +18,12 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, ToolAnnotations
 
-from hal0.agents import AGENT_HEADER, InvalidAgentId, resolve_agent
-from hal0.memory import MemoryDisabled, MemoryStoreError
+from hal0.agents import AGENT_HEADER, InvalidAgentIdError, resolve_agent
+from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
-from hal0.tools import Server, ToolCall, ToolFailure, ToolSpec, invoke, tool, tools_of
+from hal0.tools import Server, ToolCall, ToolFailedError, ToolSpec, invoke, tool, tools_of
 
-_EXPECTED = (ToolFailure, MemoryStoreError, MemoryDisabled)
+_EXPECTED = (ToolFailedError, MemoryStoreError, MemoryDisabledError)
 
 
 def agent_of(ctx: Context, services: Services) -> str:
@@ -32,17 +32,17 @@ def agent_of(ctx: Context, services: Services) -> str:
     value = next((v for k, v in headers.items() if k.lower() == AGENT_HEADER.lower()), None)
     try:
         return resolve_agent(value, services.config.config.agents.default_agent)
-    except InvalidAgentId as error:
+    except InvalidAgentIdError as error:
         raise MCPError(INVALID_PARAMS, str(error)) from None
 
 
 def annotations_of(spec: ToolSpec) -> ToolAnnotations:
     return ToolAnnotations(
         title=spec.title,
-        readOnlyHint=spec.read_only,
-        destructiveHint=spec.destructive,
-        idempotentHint=spec.idempotent,
-        openWorldHint=False,  # every tool acts on this box only
+        read_only_hint=spec.read_only,
+        destructive_hint=spec.destructive,
+        idempotent_hint=spec.idempotent,
+        open_world_hint=False,  # every tool acts on this box only
     )
 
 
@@ -71,7 +71,10 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
 
 
 def build_server(server: Server, services: Services, instructions: str) -> MCPServer:
-    mcp = MCPServer(f"hal0-{server}", version=services.version, instructions=instructions)
+    # The SDK calls logging.basicConfig at this level: a no-op under `hal0 serve`, which configures
+    # logging first; elsewhere (tests, embedding) it follows hal0's own log level.
+    level = services.config.config.server.log_level.upper()
+    mcp = MCPServer(f"hal0-{server}", version=services.version, instructions=instructions, log_level=level)  # type: ignore[arg-type]
     for spec in tools_of(server):
         mcp.add_tool(_handler(spec, services), name=spec.name, title=spec.title,
                      description=spec.description, annotations=annotations_of(spec))
@@ -85,18 +88,21 @@ def _json(result: dict[str, Any]) -> str:
 def build_admin(services: Services) -> MCPServer:
     mcp = build_server("admin", services, "Read the state of this hal0 box; privileged tools change it.")
 
-    async def read(name: str, ctx: Context) -> str:
-        return _json(await invoke(tool(f"admin:{name}"), ToolCall(services, agent_of(ctx, services)), {}))
+    async def read(name: str) -> str:
+        # The SDK gives static resources no request context, so no caller id: these documents do
+        # not depend on it, and the default identity stands in.
+        agent = services.config.config.agents.default_agent
+        return _json(await invoke(tool(f"admin:{name}"), ToolCall(services, agent), {}))
 
     @mcp.resource("hal0://status", name="status", mime_type="application/json",
                   description="The same document as the status tool.")
-    async def status_resource(ctx: Context) -> str:
-        return await read("status", ctx)
+    async def status_resource() -> str:
+        return await read("status")
 
     @mcp.resource("hal0://config", name="config", mime_type="application/json",
                   description="The effective configuration (read-only).")
-    async def config_resource(ctx: Context) -> str:
-        return await read("get_config", ctx)
+    async def config_resource() -> str:
+        return await read("get_config")
 
     return mcp
 

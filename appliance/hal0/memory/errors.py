@@ -9,7 +9,7 @@ class MemoryStoreError(Exception):
     code = "memory_error"
 
 
-class InvalidInput(MemoryStoreError, ValueError):
+class InvalidInputError(MemoryStoreError, ValueError):
     code = "invalid_value"
 
     def __init__(self, message: str, field: str | None = None) -> None:
@@ -17,7 +17,7 @@ class InvalidInput(MemoryStoreError, ValueError):
         self.field = field
 
 
-class ItemNotFound(MemoryStoreError, LookupError):
+class ItemNotFoundError(MemoryStoreError, LookupError):
     # The same answer for "no such id" and "an id in another namespace", so ids leak nothing.
     code = "memory_item_not_found"
 
@@ -26,7 +26,7 @@ class ItemNotFound(MemoryStoreError, LookupError):
         self.item_id = item_id
 
 
-class LimitExceeded(MemoryStoreError):
+class LimitExceededError(MemoryStoreError):
     """A per-agent limit from the config (`memory.max_items_per_agent`, `memory.max_item_bytes`)."""
 
     def __init__(self, message: str, code: str, setting: str) -> None:

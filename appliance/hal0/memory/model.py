@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hal0.memory.errors import InvalidInput
+from hal0.memory.errors import InvalidInputError
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_.:/@-]{1,64}$")
 MAX_TAGS = 32
@@ -64,14 +64,14 @@ def clean_tags(tags: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     if tags is None:
         return ()
     if isinstance(tags, str) or not isinstance(tags, list | tuple):
-        raise InvalidInput("tags must be a list of strings", "tags")
+        raise InvalidInputError("tags must be a list of strings", "tags")
     seen: dict[str, None] = {}
     for tag in tags:
         if not isinstance(tag, str) or not TAG_PATTERN.match(tag):
-            raise InvalidInput(f"tag {tag!r} must match {TAG_PATTERN.pattern}", "tags")
+            raise InvalidInputError(f"tag {tag!r} must match {TAG_PATTERN.pattern}", "tags")
         seen.setdefault(tag, None)
     if len(seen) > MAX_TAGS:
-        raise InvalidInput(f"at most {MAX_TAGS} tags per item, got {len(seen)}", "tags")
+        raise InvalidInputError(f"at most {MAX_TAGS} tags per item, got {len(seen)}", "tags")
     return tuple(seen)
 
 
@@ -79,5 +79,5 @@ def page_size(limit: int | None) -> int:
     if limit is None:
         return DEFAULT_PAGE
     if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}", "limit")
+        raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE}, got {limit}", "limit")
     return limit

@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 
-from hal0.memory.errors import InvalidInput
+from hal0.memory.errors import InvalidInputError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 32
@@ -22,10 +22,10 @@ MAX_QUERY_CHARS = 1000
 
 def fts_query(text: str) -> str:
     if len(text) > MAX_QUERY_CHARS:
-        raise InvalidInput(f"q is longer than {MAX_QUERY_CHARS} characters", "q")
+        raise InvalidInputError(f"q is longer than {MAX_QUERY_CHARS} characters", "q")
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_TERMS]
     if not words:
-        raise InvalidInput("q has no searchable words (letters or digits)", "q")
+        raise InvalidInputError("q has no searchable words (letters or digits)", "q")
     return " OR ".join(f'"{word}"' for word in words)
 
 
@@ -44,5 +44,5 @@ def decode_cursor(cursor: str | None, kind: str) -> int | None:
         if data["k"] != kind or not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor is not valid for this listing; pass next_cursor unchanged", "cursor") from None
+        raise InvalidInputError("cursor is not valid for this listing; pass next_cursor unchanged", "cursor") from None
     return value

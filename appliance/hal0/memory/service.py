@@ -19,7 +19,7 @@ ENABLE_HINT = (
 )
 
 
-class MemoryDisabled(Exception):
+class MemoryDisabledError(Exception):
     def __init__(self) -> None:
         super().__init__(ENABLE_HINT)
 
@@ -39,10 +39,10 @@ class MemoryService:
         return Limits(max_items=config.max_items_per_agent, max_item_bytes=config.max_item_bytes)
 
     def store(self) -> MemoryStore:
-        """The open store, or MemoryDisabled. Re-opens when a reload changed `memory.path`."""
+        """The open store, or MemoryDisabledError. Re-opens when a reload changed `memory.path`."""
         config = self._config()
         if not config.enabled:
-            raise MemoryDisabled
+            raise MemoryDisabledError
         with self._lock:
             if self._store is None or str(self._store.path) != config.path:
                 if self._store is not None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hal0.memory.errors import InvalidInput, ItemNotFound, LimitExceeded
+from hal0.memory.errors import InvalidInputError, ItemNotFoundError, LimitExceededError
 from hal0.memory.model import Item, Limits, Page, clean_tags, page_size
 from hal0.memory.query import decode_cursor, encode_cursor, fts_query
 from hal0.store import Migration, connect, migrate
@@ -90,7 +90,7 @@ class MemoryStore:
         with self._lock, self._conn:
             count = self._conn.execute("SELECT count(*) FROM items WHERE namespace = ?", (namespace,)).fetchone()[0]
             if count >= limits.max_items:
-                raise LimitExceeded(
+                raise LimitExceededError(
                     f"this agent's memory is full ({count} of {limits.max_items} items, memory.max_items_per_agent); "
                     "forget some items first",
                     code="memory_full",
@@ -131,7 +131,8 @@ class MemoryStore:
             if replace_metadata:
                 sets.append("metadata = ?")
                 values.append(meta)
-            self._conn.execute(f"UPDATE items SET {', '.join(sets)} WHERE seq = ?", (*values, row["seq"]))
+            sql = f"UPDATE items SET {', '.join(sets)} WHERE seq = ?"  # noqa: S608 - constant SQL fragments only; values are bound
+            self._conn.execute(sql, (*values, row["seq"]))
             return _item(self._row(namespace, item_id))
 
     def delete(self, namespace: str, item_id: str) -> None:
@@ -159,7 +160,7 @@ class MemoryStore:
         """Newest first; the cursor is the last seq seen."""
         size = page_size(limit)
         before = decode_cursor(cursor, "list")
-        sql = f"SELECT {_COLUMNS} FROM items WHERE items.namespace = ?"
+        sql = f"SELECT {_COLUMNS} FROM items WHERE items.namespace = ?"  # noqa: S608 - constant SQL fragments only; values are bound
         args: list[Any] = [namespace]
         if before is not None:
             sql += " AND items.seq < ?"
@@ -181,7 +182,7 @@ class MemoryStore:
         size = page_size(limit)
         offset = decode_cursor(cursor, "search") or 0
         sql = (
-            f"SELECT {_COLUMNS}, {_RANK} AS score FROM items_fts JOIN items ON items.seq = items_fts.rowid "
+            f"SELECT {_COLUMNS}, {_RANK} AS score FROM items_fts JOIN items ON items.seq = items_fts.rowid "  # noqa: S608
             "WHERE items_fts MATCH ? AND items.namespace = ?"
         )
         args: list[Any] = [fts_query(q), namespace]
@@ -197,11 +198,10 @@ class MemoryStore:
         return Page([_item(row) for row in rows], encode_cursor("search", offset + size) if more else None)
 
     def _row(self, namespace: str, item_id: str) -> sqlite3.Row:
-        row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE items.id = ? AND items.namespace = ?", (item_id, namespace)
-        ).fetchone()
+        sql = f"SELECT {_COLUMNS} FROM items WHERE items.id = ? AND items.namespace = ?"  # noqa: S608 - constant SQL fragments only; values are bound
+        row = self._conn.execute(sql, (item_id, namespace)).fetchone()
         if row is None:
-            raise ItemNotFound(item_id)
+            raise ItemNotFoundError(item_id)
         return row
 
 
@@ -220,10 +220,10 @@ def _item(row: sqlite3.Row) -> Item:
 
 def _check_text(text: str, limits: Limits) -> None:
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("text must be a non-empty string", "text")
+        raise InvalidInputError("text must be a non-empty string", "text")
     size = len(text.encode("utf-8"))
     if size > limits.max_item_bytes:
-        raise LimitExceeded(
+        raise LimitExceededError(
             f"text is {size} bytes, more than the limit of {limits.max_item_bytes} (memory.max_item_bytes)",
             code="memory_item_too_large",
             setting="memory.max_item_bytes",
@@ -234,10 +234,10 @@ def _metadata_json(metadata: dict[str, Any] | None, limits: Limits) -> str | Non
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise InvalidInput("metadata must be a JSON object", "metadata")
+        raise InvalidInputError("metadata must be a JSON object", "metadata")
     encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
     if len(encoded.encode("utf-8")) > limits.max_item_bytes:
-        raise LimitExceeded(
+        raise LimitExceededError(
             f"metadata is larger than the limit of {limits.max_item_bytes} bytes (memory.max_item_bytes)",
             code="memory_item_too_large",
             setting="memory.max_item_bytes",
@@ -247,5 +247,5 @@ def _metadata_json(metadata: dict[str, Any] | None, limits: Limits) -> str | Non
 
 def _one_tag(tag: str) -> str:
     if not isinstance(tag, str) or not tag:
-        raise InvalidInput("tag must be a non-empty string", "tag")
+        raise InvalidInputError("tag must be a non-empty string", "tag")
     return tag

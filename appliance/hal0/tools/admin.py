@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from hal0.inference import LoadState, UnknownModel
-from hal0.tools.spec import ToolCall, ToolFailure, ToolSpec
+from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec
 
 ModelArg = Annotated[str, Field(description="Model id, as listed by list_models.")]
 
@@ -63,7 +63,7 @@ def _runtime(call: ToolCall, model: str):  # noqa: ANN202 - a ModelRuntime
     try:
         return call.services.models.get(model)
     except UnknownModel as error:
-        raise ToolFailure(str(error)) from None
+        raise ToolFailedError(str(error)) from None
 
 
 async def load_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
@@ -72,7 +72,7 @@ async def load_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
         return {"model": runtime.id, "state": runtime.state.value, "changed": False}
     await runtime.load()
     if runtime.state is LoadState.FAILED:
-        raise ToolFailure(f"model {runtime.id!r} failed to load: {runtime.error}")
+        raise ToolFailedError(f"model {runtime.id!r} failed to load: {runtime.error}")
     return {"model": runtime.id, "state": runtime.state.value, "changed": True}
 
 
@@ -87,7 +87,7 @@ async def unload_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
 async def reload_config(call: ToolCall) -> dict[str, Any]:
     result = call.services.reload()
     if not result.ok:
-        raise ToolFailure(result.message)
+        raise ToolFailedError(result.message)
     return {"reloaded": True, "message": result.message, "restart_needed": result.restart_needed}
 
 

@@ -50,12 +50,12 @@ async def list_items(call: ToolCall, tag: Tag = None, limit: Limit = None, curso
     return page.to_json()
 
 
-async def get(call: ToolCall, id: ItemId) -> dict[str, Any]:  # noqa: A002 - the argument clients send is "id"
+async def get(call: ToolCall, id: ItemId) -> dict[str, Any]:
     store = await _store(call)
     return (await to_thread.run_sync(store.get, call.agent, id)).to_json()
 
 
-async def update(call: ToolCall, id: ItemId,  # noqa: A002
+async def update(call: ToolCall, id: ItemId,
                  text: Annotated[str | None, Field(description="New text (omit to keep).")] = None,
                  tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
     store = await _store(call)
@@ -67,7 +67,7 @@ async def update(call: ToolCall, id: ItemId,  # noqa: A002
     return item.to_json()
 
 
-async def forget(call: ToolCall, id: ItemId) -> dict[str, Any]:  # noqa: A002
+async def forget(call: ToolCall, id: ItemId) -> dict[str, Any]:
     store = await _store(call)
     await to_thread.run_sync(store.delete, call.agent, id)
     return {"deleted": id}

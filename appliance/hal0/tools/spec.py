@@ -26,7 +26,7 @@ class ToolCall:
     agent: str
 
 
-class ToolFailure(Exception):
+class ToolFailedError(Exception):
     """An expected failure, reported to the caller as the tool's error (not a crash)."""
 
 

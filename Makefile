@@ -1,0 +1,76 @@
+# hal0 make targets. Provisioning and lab targets need root (network namespaces, nspawn, nft).
+PYTHON ?= python3
+INFRA_VENV ?= build/infra-venv
+TOPOLOGY ?= open
+ANSIBLE_PLAYBOOK = $(INFRA_VENV)/bin/ansible-playbook
+INVENTORY ?= build/lab/inventory.yml
+
+.PHONY: lab lab-proxied lab-down provision test-infra lint-infra infra-venv
+
+# Controller tools (ansible-core, testinfra, linters), installed once into build/infra-venv.
+$(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-infra-lint.txt
+	touch $@
+
+infra-venv: $(INFRA_VENV)/.installed
+
+# A lab box provisioned with the default config/ and model; prints the URLs at the end.
+lab: $(INFRA_VENV)/.installed
+	image/lab up $(TOPOLOGY)
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml
+	@image/lab urls
+
+lab-proxied:
+	$(MAKE) lab TOPOLOGY=proxied
+
+lab-down:
+	image/lab down
+
+# Re-run the play against the lab that is up.
+provision: $(INFRA_VENV)/.installed
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml
+
+# Fresh boxes -> play -> idempotence -> --check -> testinfra -> reload -> broken config, both topologies.
+test-infra: $(INFRA_VENV)/.installed
+	$(INFRA_VENV)/bin/pytest -m infra tests/infra/test_lab_session.py -v
+
+lint-infra: $(INFRA_VENV)/.installed
+	$(INFRA_VENV)/bin/ansible-lint --profile production site.yml roles/
+	$(INFRA_VENV)/bin/ruff check tests/infra
+	$(INFRA_VENV)/bin/ruff format --check tests/infra
+
+# ---- the server: venv, lint, tests, benchmarks ----------------------------------------------
+VENV ?= .venv
+HAL0_BACKEND ?= cpu
+
+.PHONY: venv test test-fast lint bench serve
+
+# The dev/test venv: hal0 (editable) with its test and demo extras, over the cached llama.cpp wheel.
+$(VENV)/.installed: appliance/pyproject.toml image/llama-wheel
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "$$(image/llama-wheel $(HAL0_BACKEND))"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e "appliance[test,demo]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check appliance tests
+
+# Unit and integration tests: real HTTP, real llama.cpp on the generated tiny model.
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/unit tests/integration -q
+
+# The README's test command: lint, the server suites, then the lab session (boxes, play, testinfra).
+test: lint test-fast test-infra
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python tests/bench/bench_inference.py
+
+# Run the server locally on the default config and the demo model (no lab box).
+serve: $(VENV)/.installed
+	$(VENV)/bin/hal0 models install gemma3-270m --dir build/models
+	sed 's#/var/lib/hal0/models#$(CURDIR)/build/models#' config/hal0.yaml > build/hal0.local.yaml
+	$(VENV)/bin/hal0 serve --config build/hal0.local.yaml
