@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hal0.cli import main
 from hal0.config import ConfigError, load_text
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hal0.cli import main
 
 CORPUS = Path(__file__).parent / "bad_configs"

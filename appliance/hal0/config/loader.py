@@ -168,7 +168,9 @@ def _validation_issues(error: ValidationError, document: YamlDocument, source: s
             continue  # a list whose item failed also reports itself as too short: noise
         cross = item.get("ctx", {}).get("error")
         if isinstance(cross, CrossFieldError):
-            for path, message in cross.problems:
+            prefix = _data_path(document.data, loc)
+            for relative, message in cross.problems:
+                path = (*prefix, *relative)
                 position = document.position_of(path)
                 issues.append(ConfigIssue(source, position.line, position.column, path, message))
             continue

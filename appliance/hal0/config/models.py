@@ -10,6 +10,7 @@ forbids unknown keys, so a typo is an error rather than a silently ignored setti
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -20,6 +21,7 @@ AGENT_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 MODEL_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:-]{0,63}$"
 DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h|d)$"
 TOOL_PATTERN = r"^(\*|[a-z_]+):(\*|[a-z_*]+)$"
+_MIN_SLOT_CTX = 64  # a slot smaller than this cannot hold a chat prompt and an answer
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
@@ -169,6 +171,20 @@ class ModelConfig(_Section):
     )
     embeddings: bool = Field(True, description="Serve /v1/embeddings with this model.")
     seed: int = Field(-1, ge=-1, description="Default sampling seed; -1 = random.")
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Slots decoded together (continuous batching). 1 = one generation at a time; more "
+        "serve several clients at once and multiply throughput on small models.",
+    )
+    n_ctx_per_slot: int | None = Field(
+        None,
+        ge=16,
+        le=1_048_576,
+        description="Context window of each slot in tokens (default: n_ctx / parallel). "
+        "parallel x n_ctx_per_slot must fit n_ctx.",
+    )
 
     @field_validator("tensor_split")
     @classmethod
@@ -183,6 +199,25 @@ class ModelConfig(_Section):
             raise ValueError(f"n_ubatch ({self.n_ubatch}) must not exceed n_batch ({self.n_batch})")
         return self
 
+    @model_validator(mode="after")
+    def _slots_fit_context(self) -> ModelConfig:
+        # Errors name their own field (CrossFieldError paths are relative to this model), so
+        # `hal0 config validate` points at the line to change.
+        from hal0.config.errors import CrossFieldError
+
+        if self.n_ctx_per_slot is not None and self.parallel * self.n_ctx_per_slot > self.n_ctx:
+            raise CrossFieldError([(("n_ctx_per_slot",), f"parallel ({self.parallel}) x n_ctx_per_slot "
+                                    f"({self.n_ctx_per_slot}) = {self.parallel * self.n_ctx_per_slot} exceeds n_ctx ({self.n_ctx})")])
+        if self.n_ctx_per_slot is None and self.n_ctx // self.parallel < _MIN_SLOT_CTX:
+            raise CrossFieldError([(("parallel",), f"n_ctx ({self.n_ctx}) / parallel ({self.parallel}) leaves "
+                                    f"{self.n_ctx // self.parallel} tokens per slot; at least {_MIN_SLOT_CTX} are needed")])
+        return self
+
+    @property
+    def slot_ctx(self) -> int:
+        """Tokens of context each slot gets."""
+        return self.n_ctx_per_slot or self.n_ctx // self.parallel
+
 
 class GenerationParams(_Section):
     """Default sampling parameters a persona applies; a request may override them."""
@@ -194,6 +229,20 @@ class GenerationParams(_Section):
     stop: tuple[str, ...] | None = None
 
 
+class PersonaLimits(_Section):
+    """Ceilings a request from this agent may not exceed, whatever it asks for."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    max_temperature: float | None = Field(None, ge=0, le=2)
+
+
+class PersonaMemory(_Section):
+    """Per-persona memory limits, tighter than the global ones."""
+
+    max_items: int | None = Field(None, ge=1)
+    max_item_bytes: int | None = Field(None, ge=64)
+
+
 class Persona(_Section):
     """How hal0 treats one agent id: prompt, model, defaults and the tools it may use."""
 
@@ -202,6 +251,8 @@ class Persona(_Section):
     model: ModelId | None = Field(None, description="Model used when a request names none.")
     system_prompt: str | None = None
     params: GenerationParams = GenerationParams()
+    limits: PersonaLimits = PersonaLimits()
+    memory: PersonaMemory = PersonaMemory()
     tools: tuple[Annotated[str, Field(pattern=TOOL_PATTERN)], ...] = Field(
         (), description="Tool patterns over server:tool, e.g. memory:* or admin:status."
     )
@@ -212,12 +263,52 @@ class RuleMatch(_Section):
     tool: Annotated[str, Field(pattern=TOOL_PATTERN)] = Field("*:*", description="server:tool pattern.")
     args: dict[str, Any] = Field(default_factory=dict, description="Argument values that must be equal.")
 
+    def matches(self, agent: str, tool: str, args: dict[str, Any]) -> bool:
+        """Glob match on agent and `server:tool`; every listed argument must be present and equal."""
+        return (
+            fnmatch.fnmatchcase(agent, self.agent)
+            and fnmatch.fnmatchcase(tool, self.tool)
+            and all(name in args and args[name] == value for name, value in self.args.items())
+        )
+
+
+class RuleExample(_Section):
+    """A call the rule's author means it to match (or not): checked by `hal0 config validate`."""
+
+    agent: AgentId = "anonymous"
+    tool: Annotated[str, Field(pattern=r"^[a-z_]+:[a-z_]+$")]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleExamples(_Section):
+    match: tuple[RuleExample, ...] = ()
+    no_match: tuple[RuleExample, ...] = ()
+
 
 class ApprovalRule(_Section):
     match: RuleMatch = RuleMatch()
     decision: Literal["allow", "ask", "deny"]
     reason: str = Field(min_length=1, description="Shown to the approver and returned on deny.")
-    expires_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
+    expires_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = Field(
+        None, description="A granted approval of this rule is valid this long (e.g. 10m) for the same call."
+    )
+    examples: RuleExamples | None = Field(None, description="Calls the rule must and must not match; checked on validation.")
+
+    @model_validator(mode="after")
+    def _examples_hold(self) -> ApprovalRule:
+        from hal0.config.errors import CrossFieldError
+
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        examples = self.examples or RuleExamples()
+        for index, example in enumerate(examples.match):
+            if not self.match.matches(example.agent, example.tool, example.args):
+                problems.append((("examples", "match", index), f"the rule does not match this example ({example.agent} calling {example.tool})"))
+        for index, example in enumerate(examples.no_match):
+            if self.match.matches(example.agent, example.tool, example.args):
+                problems.append((("examples", "no_match", index), f"the rule matches this example ({example.agent} calling {example.tool})"))
+        if problems:
+            raise CrossFieldError(problems)
+        return self
 
 
 class ApprovalsConfig(_Section):
