@@ -11,6 +11,10 @@ INVENTORY ?= build/lab/inventory.yml
 $(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt
 	$(PYTHON) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-infra-lint.txt
+	# hal0 itself (with its test extras): tests/conftest.py imports it, and so do the infra checks.
+	echo "llama-cpp-python==$$(basename $$(image/llama-wheel cpu) | cut -d- -f2)" >$(INFRA_VENV)/constraints.txt
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -c $(INFRA_VENV)/constraints.txt \
+	  --find-links $$(dirname $$(image/llama-wheel cpu)) './appliance[test]'
 	touch $@
 
 infra-venv: $(INFRA_VENV)/.installed
@@ -33,7 +37,7 @@ provision: $(INFRA_VENV)/.installed
 
 # Fresh boxes -> play -> idempotence -> --check -> testinfra -> reload -> broken config, both topologies.
 test-infra: $(INFRA_VENV)/.installed
-	$(INFRA_VENV)/bin/pytest -m infra tests/infra/test_lab_session.py -v
+	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m infra tests/infra/test_lab_session.py -v -s
 
 lint-infra: $(INFRA_VENV)/.installed
 	$(INFRA_VENV)/bin/ansible-lint --profile production site.yml roles/
@@ -74,3 +78,7 @@ serve: $(VENV)/.installed
 	$(VENV)/bin/hal0 models install gemma3-270m --dir build/models
 	sed 's#/var/lib/hal0/models#$(CURDIR)/build/models#' config/hal0.yaml > build/hal0.local.yaml
 	$(VENV)/bin/hal0 serve --config build/hal0.local.yaml
+
+# Regenerate the JSON Schema and the README's config reference from the pydantic models.
+docs: $(VENV)/.installed
+	$(VENV)/bin/python tests/tools/sync_docs.py

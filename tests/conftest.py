@@ -109,7 +109,11 @@ def start_server(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Ser
     def start(*, env: dict[str, str] | None = None, wait: bool = True, **sections: Any) -> Server:
         port = free_port()
         config_path = tmp_path / f"hal0-{port}.yaml"
-        config_path.write_text(yaml.safe_dump(tiny_config(tiny_model, port, **sections)))
+        config = tiny_config(tiny_model, port, **sections)
+        # State stays in the test's directory unless the test names a path itself.
+        approvals = config.setdefault("agents", {}).setdefault("approvals", {})
+        approvals.setdefault("path", str(tmp_path / f"approvals-{port}.db"))
+        config_path.write_text(yaml.safe_dump(config))
         log_path = tmp_path / f"hal0-{port}.log"
         child_env = {**os.environ, **(env or {})}
         with log_path.open("wb") as log:

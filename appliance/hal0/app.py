@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hal0.api import health, memory, openai
+from hal0.api import approvals, health, memory, openai
 from hal0.api.errors import ApiError, error_response
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
@@ -49,16 +49,17 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
         if reload_on_sighup:
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
+        housekeeping = asyncio.create_task(approvals.housekeeping(services))
         try:
             async with mcp.run():  # the mounted MCP servers' session managers
                 yield
         finally:
+            housekeeping.cancel()
             if loader is not None and not loader.done():
                 loader.cancel()
-            services.models.close()
-            services.memory.close()
+            services.close()
 
-    routes = [*health.routes, *openai.routes, *memory.routes, *mcp.routes, Route("/metrics", metrics_endpoint, methods=["GET"])]
+    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *mcp.routes, Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

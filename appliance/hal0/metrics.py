@@ -16,6 +16,8 @@ from hal0.inference import LoadState, ModelRegistry
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+_WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class _ModelCollector(Collector):
@@ -27,13 +29,17 @@ class _ModelCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily("hal0_queue_depth", "Requests waiting for a model", labels=["model"])
         busy = GaugeMetricFamily("hal0_model_busy", "1 while the model is generating", labels=["model"])
+        slots = GaugeMetricFamily("hal0_slots", "Generation slots of the model (models[].parallel)", labels=["model"])
+        busy_slots = GaugeMetricFamily("hal0_busy_slots", "Slots holding a request", labels=["model"])
         state = GaugeMetricFamily("hal0_model_state", "Model load state (1 = current)", labels=["model", "state"])
         for runtime in self._models:
             depth.add_metric([runtime.id], runtime.waiting)
             busy.add_metric([runtime.id], 1 if runtime.busy else 0)
+            slots.add_metric([runtime.id], runtime.slots)
+            busy_slots.add_metric([runtime.id], runtime.busy_slots)
             for candidate in LoadState:
                 state.add_metric([runtime.id, candidate.value], 1 if runtime.state is candidate else 0)
-        return [depth, busy, state]
+        return [depth, busy, slots, busy_slots, state]
 
 
 class Metrics:
@@ -52,7 +58,24 @@ class Metrics:
         )
         self.prompt_tokens = Counter("hal0_prompt_tokens", "Prompt tokens processed", ["model"], registry=self.registry)
         self.generated_tokens = Counter("hal0_generated_tokens", "Tokens generated", ["model"], registry=self.registry)
+        self.queue_wait_seconds = Histogram(
+            "hal0_queue_wait_seconds", "Time a request waited for a generation slot", ["model"],
+            buckets=_WAIT_BUCKETS, registry=self.registry,
+        )
+        self.step_tokens = Histogram(
+            "hal0_decode_step_generated_tokens", "Tokens generated per batched decode step (parallel > 1)", ["model"],
+            buckets=_STEP_BUCKETS, registry=self.registry,
+        )
         self.registry.register(_ModelCollector(models))
+        for runtime in models:
+            runtime.observer = self
+
+    def queue_wait(self, model: str, seconds: float) -> None:
+        self.queue_wait_seconds.labels(model).observe(seconds)
+
+    def decode_step(self, model: str, generated: int, batch_tokens: int) -> None:
+        if generated:  # steps that only read prompt tokens generate nothing yet
+            self.step_tokens.labels(model).observe(generated)
 
     def record_generation(self, model: str, prompt_tokens: int, generated_tokens: int, ttft: float | None) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)

@@ -10,8 +10,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hal0 import __version__
+from hal0.agents.approvals import ApprovalStore
 from hal0.config import ConfigError, LoadedConfig, load_config
 from hal0.inference import ModelRegistry
 from hal0.memory import MemoryService
@@ -36,6 +38,26 @@ class Services:
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     last_reload: ReloadResult | None = None
+    _approvals: ApprovalStore | None = None
+
+    @property
+    def approvals(self) -> ApprovalStore:
+        """The approval queue, opened (and created) at first use: a box nobody gates writes nothing."""
+        if self._approvals is None:
+            self._approvals = ApprovalStore(self.loaded.config.agents.approvals.path)
+        return self._approvals
+
+    def approvals_if_present(self) -> ApprovalStore | None:
+        """The queue if it exists on disk (start-up recovery must not create it)."""
+        if self._approvals is None and not Path(self.loaded.config.agents.approvals.path).exists():
+            return None
+        return self.approvals
+
+    def close(self) -> None:
+        self.models.close()
+        self.memory.close()
+        if self._approvals is not None:
+            self._approvals.close()
 
     @classmethod
     def create(cls, loaded: LoadedConfig) -> Services:

@@ -1,6 +1,6 @@
 """testinfra checks of a provisioned hal0 box (posture-aware: trusted LAN or behind a proxy).
 
-    pytest tests/infra --hosts=ansible://hal0 --ansible-inventory=build/lab/inventory.yml
+pytest tests/infra --hosts=ansible://hal0 --ansible-inventory=build/lab/inventory.yml
 """
 
 from __future__ import annotations

@@ -68,7 +68,10 @@ def test_crud_search_tags_and_pagination(hal0: Server) -> None:
     assert client.get(f"/api/memory/{item['id']}").json() == patched
     assert client.delete(f"/api/memory/{item['id']}").json() == {"deleted": item["id"]}
     assert client.get(f"/api/memory/{item['id']}").status_code == 404
-    assert client.delete("/api/memory").json() == {"deleted": 2, "agent": "carol"}
+    pending = client.delete("/api/memory")
+    assert pending.status_code == 202 and pending.json()["status"] == "pending"
+    approved = httpx.post(f"{hal0.url}/api/approvals/{pending.json()['approval_id']}/approve")  # a human: no agent id
+    assert approved.json()["result"] == {"deleted": 2, "agent": "carol"}
     assert client.get("/api/memory").json() == {"items": [], "next_cursor": None}
 
 
@@ -121,7 +124,10 @@ def test_agents_never_see_another_namespace(start_server, tmp_path_factory, agen
             verb = client.delete if operation == "delete" else lambda url, **kw: client.patch(url, json={"text": "x"}, **kw)
             assert verb(f"/api/memory/{target}", headers=headers).status_code == 404
         elif operation == "forget_all":
-            client.delete("/api/memory", headers=headers)
+            pending = client.delete("/api/memory", headers=headers)
+            assert pending.status_code == 202  # destructive: a human approves it (without an agent id)
+            approved = client.post(f"/api/approvals/{pending.json()['approval_id']}/approve")
+            assert approved.json()["state"] == "executed"
             for item in model[agent]:
                 everyone.pop(item)
             model[agent] = {}

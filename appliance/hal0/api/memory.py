@@ -18,7 +18,8 @@ from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
 from hal0.memory import InvalidInputError, ItemNotFoundError, LimitExceededError, MemoryDisabledError
-from hal0.tools import ToolCall, invoke, tool
+from hal0.tools import ToolCall, tool
+from hal0.tools.gated import ToolRefusedError, call_tool
 
 
 class AddBody(BaseModel):
@@ -49,7 +50,9 @@ def _disabled() -> ApiError:
 
 async def _run(name: str, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
     try:
-        return await invoke(tool(f"memory:{name}"), call, arguments)
+        return await call_tool(tool(f"memory:{name}"), call, arguments)
+    except ToolRefusedError as error:
+        raise ApiError(403, str(error), code=error.code) from None
     except MemoryDisabledError:
         raise _disabled() from None
     except InvalidInputError as error:
@@ -80,7 +83,9 @@ async def collection(request: Request) -> JSONResponse:
         body = await parse_json(request, AddBody, _limit(request))
         return JSONResponse(await _run("remember", call, body.model_dump()), status_code=201)
     if request.method == "DELETE":
-        return JSONResponse(await _run("forget_all", call, {}))
+        # Forgetting a whole namespace is destructive: the default policy queues it for a human.
+        result = await _run("forget_all", call, {})
+        return JSONResponse(result, status_code=202 if result.get("status") == "pending" else 200)
     params = request.query_params
     common = {"tag": params.get("tag") or None, "limit": _int_param(request, "limit"), "cursor": params.get("cursor")}
     query = params.get("q")
@@ -98,7 +103,8 @@ async def item(request: Request) -> JSONResponse:
             raise bad_request("nothing to change; send text, tags and/or metadata", code="invalid_json")
         return JSONResponse(await _run("update", call, {"id": item_id, **body.model_dump()}))
     if request.method == "DELETE":
-        return JSONResponse(await _run("forget", call, {"id": item_id}))
+        result = await _run("forget", call, {"id": item_id})
+        return JSONResponse(result, status_code=202 if result.get("status") == "pending" else 200)
     return JSONResponse(await _run("get", call, {"id": item_id}))
 
 

@@ -311,11 +311,31 @@ class ApprovalRule(_Section):
         return self
 
 
+def _rule(tool: str, decision: str, reason: str) -> ApprovalRule:
+    return ApprovalRule.model_validate({"match": {"agent": "*", "tool": tool}, "decision": decision, "reason": reason})
+
+
+DEFAULT_RULES: tuple[ApprovalRule, ...] = (
+    _rule("memory:remember", "allow", "an agent may add to its own memory"),
+    _rule("memory:update", "allow", "an agent may edit its own memory"),
+    _rule("memory:forget", "allow", "an agent may delete single items of its own memory"),
+    _rule("admin:load_model", "ask", "loading a model uses memory and can evict others"),
+    _rule("admin:unload_model", "ask", "unloading stops inference"),
+    _rule("admin:reload_config", "ask", "a reload changes policy for every agent"),
+    _rule("memory:forget_all", "ask", "forgetting a whole namespace cannot be undone"),
+)
+
+
 class ApprovalsConfig(_Section):
+    path: str = Field("/var/lib/hal0/approvals.db", description="SQLite file of the approval queue and audit log (WAL).")
     pending_ttl: Annotated[str, Field(pattern=DURATION_PATTERN)] = Field(
         "1h", description="A pending approval expires after this (e.g. 30m, 1h, 2d)."
     )
-    rules: tuple[ApprovalRule, ...] = ()
+    rules: tuple[ApprovalRule, ...] = Field(
+        default_factory=lambda: DEFAULT_RULES,
+        description="Allow / ask / deny rules; deny beats ask beats allow. A state-changing tool no rule matches is ask. "
+        "Default: an agent may change its own memory; model load/unload, config reload and memory forget_all ask a human.",
+    )
 
 
 class AgentsConfig(_Section):

@@ -7,6 +7,11 @@ generation at a time. Requests beyond the one running wait in a bounded queue; o
 A running generation is never cut off by a newer request. It ends when it is done, when its
 client goes away (the caller sets `cancel`), or at its deadline; both are checked by a stopping
 criterion inside llama.cpp's token loop, so cancellation frees the model within one token.
+
+With `parallel` > 1 the model has that many slots instead of one turn: a BatchScheduler thread
+decodes all running requests together (batching.py), each request runs its chat handler and
+text assembly on a thread of its own (completion.py), and the queue holds requests beyond the
+slots. `parallel: 1` keeps the single-turn path above, unchanged.
 """
 
 from __future__ import annotations
@@ -20,14 +25,37 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hal0.config.models import ModelConfig
+from hal0.inference.batching import BatchScheduler
+from hal0.inference.completion import SlotLlama
 
 log = logging.getLogger("hal0.inference")
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 _POOLING_MEAN = 1
+_SPARE_CTX = 256  # context of the Llama object when the scheduler owns the real one
+
+
+class RuntimeObserver(Protocol):
+    """Metrics hooks a runtime calls (from any thread)."""
+
+    def queue_wait(self, model: str, seconds: float) -> None: ...
+
+    def decode_step(self, model: str, generated: int, batch_tokens: int) -> None: ...
+
+
+class _StepReporter:
+    """Adapts the scheduler's per-step callback to the runtime's observer, naming the model."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self._runtime = runtime
+
+    def decode_step(self, generated: int, batch_tokens: int) -> None:
+        observer = self._runtime.observer
+        if observer is not None:
+            observer.decode_step(self._runtime.id, generated, batch_tokens)
 
 
 class LoadState(enum.StrEnum):
@@ -140,6 +168,13 @@ class ModelRuntime:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hal0-{config.id}")
         self._admitted = 0  # running + waiting
         self._turn = asyncio.Lock()
+        self.observer: RuntimeObserver | None = None
+        # Slots (parallel > 1): a semaphore instead of the single turn, a thread per running
+        # request for its chat handler and text, and the scheduler once loaded.
+        self.slots = config.parallel
+        self._slot_sem = asyncio.Semaphore(self.slots)
+        self._requests = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"hal0-{config.id}-req") if self.slots > 1 else None
+        self._scheduler: BatchScheduler | None = None
 
     @property
     def id(self) -> str:
@@ -147,7 +182,11 @@ class ModelRuntime:
 
     @property
     def waiting(self) -> int:
-        return max(0, self._admitted - 1)
+        return max(0, self._admitted - self.slots)
+
+    @property
+    def busy_slots(self) -> int:
+        return min(self._admitted, self.slots)
 
     @property
     def busy(self) -> bool:
@@ -172,30 +211,57 @@ class ModelRuntime:
 
         if not os.path.isfile(self.config.path):
             raise FileNotFoundError(f"model file not found: {self.config.path}")
-        return _llama_class()(**llama_kwargs(self.config, self._verbose))
+        kwargs = llama_kwargs(self.config, self._verbose)
+        if self.slots == 1:
+            return _llama_class()(**kwargs)
+        # The Llama serves tokenizer, metadata and chat handler; the scheduler's own context
+        # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
+        kwargs["n_ctx"] = kwargs["n_batch"] = kwargs["n_ubatch"] = _SPARE_CTX
+        llama = _llama_class()(**kwargs)
+        self._scheduler = BatchScheduler(
+            llama,
+            n_slots=self.slots,
+            slot_ctx=self.config.slot_ctx,
+            n_batch=self.config.n_batch,
+            n_ubatch=self.config.n_ubatch,
+            default_seed=self.config.seed if self.config.seed >= 0 else None,
+            observer=lambda: _StepReporter(self),
+        )
+        return llama
 
     async def unload(self) -> None:
         async with self._turn:
-            llama, embedder = self._llama, self._embedder
-            self._llama = self._embedder = None
-            self.state = LoadState.UNLOADED
-            await asyncio.get_running_loop().run_in_executor(self._executor, _close, llama, embedder)
+            for _ in range(self.slots):  # wait for every running request to end
+                await self._slot_sem.acquire()
+            try:
+                llama, embedder, scheduler = self._llama, self._embedder, self._scheduler
+                self._llama = self._embedder = self._scheduler = None
+                self.state = LoadState.UNLOADED
+                await asyncio.get_running_loop().run_in_executor(self._executor, _close, scheduler, llama, embedder)
+            finally:
+                for _ in range(self.slots):
+                    self._slot_sem.release()
 
     def close(self) -> None:
-        _close(self._llama, self._embedder)
-        self._llama = self._embedder = None
+        _close(self._scheduler, self._llama, self._embedder)
+        self._llama = self._embedder = self._scheduler = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._requests is not None:
+            self._requests.shutdown(wait=False, cancel_futures=True)
 
     @asynccontextmanager
     async def turn(self, queue_limit: int) -> AsyncIterator[None]:
-        """Wait for this model's single generation slot, or raise QueueFull at once."""
+        """Wait for one of this model's generation slots, or raise QueueFull at once."""
         if self.state is not LoadState.READY:
             raise ModelUnavailable(self._unavailable_reason())
-        if self._admitted >= 1 + queue_limit:
+        if self._admitted >= self.slots + queue_limit:
             raise QueueFull(self.id, retry_after=max(1, self.waiting))
         self._admitted += 1
+        asked = time.perf_counter()
         try:
-            async with self._turn:
+            async with self._turn if self.slots == 1 else self._slot_sem:
+                if self.observer is not None:
+                    self.observer.queue_wait(self.id, time.perf_counter() - asked)
                 if self.state is not LoadState.READY:
                     raise ModelUnavailable(self._unavailable_reason())
                 yield
@@ -207,11 +273,17 @@ class ModelRuntime:
             return f"model {self.id!r} failed to load: {self.error}"
         return f"model {self.id!r} is {self.state.value}"
 
+    @property
+    def _worker(self) -> ThreadPoolExecutor:
+        return self._requests or self._executor
+
     async def run(self, work: Callable[[Any, Guard], Any], guard: Guard) -> Any:
         """Run `work(llama, guard)` on the worker thread. Call inside `turn()`."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._guarded, work, guard)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._guarded, work, guard)
 
     def _guarded(self, work: Callable[[Any, Guard], Any], guard: Guard) -> Any:
+        if self._scheduler is not None:
+            return work(SlotLlama(self._llama, self._scheduler, guard), guard)
         self._llama.hal0_guard = guard
         try:
             return work(self._llama, guard)
@@ -238,7 +310,7 @@ class ModelRuntime:
             finally:
                 loop.call_soon_threadsafe(items.put_nowait, ("end", None))
 
-        worker = loop.run_in_executor(self._executor, produce)
+        worker = loop.run_in_executor(self._worker, produce)
         try:
             while True:
                 kind, value = await items.get()
@@ -252,6 +324,9 @@ class ModelRuntime:
             await asyncio.shield(worker)
 
     def _guarded_iter(self, work: Callable[[Any, Guard], Iterator[Any]], guard: Guard) -> Iterator[Any]:
+        if self._scheduler is not None:
+            yield from work(SlotLlama(self._llama, self._scheduler, guard), guard)
+            return
         self._llama.hal0_guard = guard
         try:
             yield from work(self._llama, guard)

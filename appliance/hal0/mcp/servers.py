@@ -16,12 +16,14 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, ToolAnnotations
+from mcp_types import INVALID_PARAMS, ListToolsResult, ToolAnnotations
 
 from hal0.agents import AGENT_HEADER, InvalidAgentIdError, resolve_agent
+from hal0.agents.policy import decide
 from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
 from hal0.tools import Server, ToolCall, ToolFailedError, ToolSpec, invoke, tool, tools_of
+from hal0.tools.gated import call_tool, visible_to
 
 _EXPECTED = (ToolFailedError, MemoryStoreError, MemoryDisabledError)
 
@@ -57,7 +59,7 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
         ctx: Context = arguments.pop("ctx")
         call = ToolCall(services=services, agent=agent_of(ctx, services))
         try:
-            return await invoke(spec, call, arguments)
+            return await call_tool(spec, call, arguments)
         except _EXPECTED as error:
             raise ToolError(str(error)) from None
 
@@ -70,11 +72,45 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
     return handler
 
 
+def policy_note(spec: ToolSpec, call: ToolCall) -> str:
+    """What the approval policy does with this tool for this agent, told in its description."""
+    decision = decide(call.services.config.config.agents, call.agent, spec.qualified, {}, state_changing=not spec.read_only)
+    if decision.verdict == "allow":
+        return ""
+    verb = "needs a human's approval" if decision.verdict == "ask" else "is denied"
+    return f" [policy: {verb} for you ({decision.reason}; {decision.rule_label})]"
+
+
+class GatedMCPServer(MCPServer):
+    """tools/list shows an agent only the tools its persona allows, described with the policy that
+    applies to it, so a client sees what it will really get."""
+
+    def __init__(self, *args: Any, services: Services, server: Server, **kwargs: Any) -> None:
+        self._hal0_services = services
+        self._hal0_server = server
+        super().__init__(*args, **kwargs)
+
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        context = Context(request_context=ctx, mcp_server=self)
+        call = ToolCall(services=self._hal0_services, agent=agent_of(context, self._hal0_services))
+        specs = {spec.name: spec for spec in tools_of(self._hal0_server)}
+        shown = []
+        for listed in await self.list_tools():
+            spec = specs.get(listed.name)
+            if spec is None or not visible_to(spec, call):
+                continue
+            note = policy_note(spec, call)
+            shown.append(listed.model_copy(update={"description": (listed.description or "") + note}) if note else listed)
+        return ListToolsResult(tools=shown)
+
+
 def build_server(server: Server, services: Services, instructions: str) -> MCPServer:
     # The SDK calls logging.basicConfig at this level: a no-op under `hal0 serve`, which configures
     # logging first; elsewhere (tests, embedding) it follows hal0's own log level.
     level = services.config.config.server.log_level.upper()
-    mcp = MCPServer(f"hal0-{server}", version=services.version, instructions=instructions, log_level=level)  # type: ignore[arg-type]
+    mcp = GatedMCPServer(
+        f"hal0-{server}", version=services.version, instructions=instructions, log_level=level, services=services, server=server,  # type: ignore[arg-type]
+    )
     for spec in tools_of(server):
         mcp.add_tool(_handler(spec, services), name=spec.name, title=spec.title,
                      description=spec.description, annotations=annotations_of(spec))

@@ -1,0 +1,127 @@
+"""The approval API: the human channel that clears what agents asked for, and the audit log.
+
+Approve and deny are refused for any request that carries an agent identity: an agent can read
+the outcome of its own approvals, never decide them (and they are not MCP tools either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from hal0.agents import AGENT_HEADER
+from hal0.agents.approvals import STATES, TransitionError
+from hal0.api.body import parse_json
+from hal0.api.errors import ApiError, bad_request
+from hal0.api.generation import services_of
+from hal0.api.identity import agent_of
+from hal0.tools.gated import decide_approval, execute
+
+log = logging.getLogger("hal0.approvals")
+HOUSEKEEPING_INTERVAL_S = 2.0
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(None, max_length=2000)
+    by: str | None = Field(None, min_length=1, max_length=128, description="Who decides; default: the proxy's user or 'operator'.")
+
+
+def _limit(request: Request) -> int:
+    value = request.query_params.get("limit", "100")
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise bad_request(f"limit must be an integer from 1 to 1000, got {value!r}", param="limit")
+    return int(value)
+
+
+def _caller_agent(request: Request) -> str | None:
+    """The agent id when the request carries one (validated), else None (a human)."""
+    if AGENT_HEADER.lower() not in request.headers:
+        return None
+    return agent_of(request, services_of(request))
+
+
+async def list_approvals(request: Request) -> JSONResponse:
+    store = services_of(request).approvals
+    state = request.query_params.get("state") or None
+    if state is not None and state not in STATES:
+        raise bad_request(f"state must be one of {', '.join(STATES)}, got {state!r}", param="state")
+    agent = _caller_agent(request) or request.query_params.get("agent") or None
+    items = store.list(state=state, agent=agent, limit=_limit(request))
+    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count()})
+
+
+def _found(request: Request) -> Any:
+    store = services_of(request).approvals
+    approval = store.get(request.path_params["id"])
+    caller = _caller_agent(request)
+    # An agent sees only its own approvals; another's answers exactly like a missing one.
+    if approval is None or (caller is not None and approval.agent != caller):
+        raise ApiError(404, f"approval {request.path_params['id']!r} does not exist", param="id", code="approval_not_found")
+    return approval
+
+
+async def get_approval(request: Request) -> JSONResponse:
+    approval = _found(request)
+    trail = services_of(request).approvals.audit(approval_id=approval.id)
+    return JSONResponse({**approval.as_dict(), "audit": trail})
+
+
+async def _decide(request: Request, approve: bool) -> JSONResponse:
+    if AGENT_HEADER.lower() in request.headers:
+        raise ApiError(403, "agents cannot approve or deny; a human clears approvals (dashboard, CLI or this API without X-hal0-Agent)",
+                       code="agents_cannot_decide")
+    services = services_of(request)
+    body = await parse_json(request, DecisionBody, services.config.config.server.max_body_bytes) if await request.body() else DecisionBody()
+    by = body.by or request.headers.get("x-forwarded-user") or request.headers.get("x-remote-user") or "operator"
+    approval = _found(request)
+    try:
+        outcome = await decide_approval(services, approval.id, approve=approve, by=by, note=body.note)
+    except TransitionError as error:
+        raise ApiError(409, str(error), param="id", code="not_pending") from None
+    return JSONResponse(outcome.as_dict())
+
+
+async def approve(request: Request) -> JSONResponse:
+    return await _decide(request, approve=True)
+
+
+async def deny(request: Request) -> JSONResponse:
+    return await _decide(request, approve=False)
+
+
+async def audit(request: Request) -> JSONResponse:
+    store = services_of(request).approvals
+    return JSONResponse({"audit": store.audit(approval_id=request.query_params.get("approval_id") or None, limit=_limit(request))})
+
+
+async def housekeeping(services: Any) -> None:
+    """At start-up, finish what a crash interrupted; then expire pending approvals on time."""
+    store = services.approvals_if_present()
+    if store is not None:
+        resume, interrupted = store.recover()
+        for approval_id in interrupted:
+            log.warning("approval %s was running when hal0 stopped: marked failed, not re-run", approval_id)
+        for approval_id in resume:
+            log.info("resuming approved call %s", approval_id)
+            await execute(services, approval_id)
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+        store = services.approvals_if_present()
+        if store is not None:
+            store.expire_due()
+
+
+routes = [
+    Route("/api/approvals", list_approvals, methods=["GET"]),
+    Route("/api/approvals/{id}", get_approval, methods=["GET"]),
+    Route("/api/approvals/{id}/approve", approve, methods=["POST"]),
+    Route("/api/approvals/{id}/deny", deny, methods=["POST"]),
+    Route("/api/audit", audit, methods=["GET"]),
+]

@@ -1,0 +1,313 @@
+"""Continuous batching: several requests decoded together in one llama.cpp context ("slots").
+
+One scheduler thread per model owns a context with `parallel` sequences, each with its own KV
+stream of `slot_ctx` tokens. Every step it builds one llama_batch holding the next token of each
+generating slot plus a chunk of any prompt still being read, decodes it once, and samples each
+slot with its own sampler chain. A small model on a CPU is bound by reading its weights, so one
+step over four sequences costs little more than over one: that is the throughput this buys.
+
+Requests talk to the scheduler through queues only. A request submits a `SlotRequest` and reads
+token ids from its own unbounded queue, so a slow reader never stalls the decode loop; turning
+tokens into text, UTF-8 and stop strings happens on the request's own thread (see completion.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("hal0.inference")
+
+END = "end"
+NEXT = "next"  # (NEXT, token id): one generated token
+ERROR = "error"
+
+
+class StepObserver(Protocol):
+    """Told about every decode step (metrics), on the scheduler thread."""
+
+    def decode_step(self, generated: int, batch_tokens: int) -> None: ...
+
+
+@dataclass
+class Sampling:
+    """Per-request sampling; defaults are llama-cpp-python's create_completion defaults."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    logit_bias: dict[int, float] | None = None
+    grammar: Any = None  # llama_cpp.LlamaGrammar
+
+
+@dataclass(eq=False)
+class SlotRequest:
+    """One generation handed to the scheduler. `out` receives (NEXT, id), then (END, reason) or (ERROR, exc)."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: Sampling
+    cancel: threading.Event
+    deadline: float = float("inf")
+    # Token-level stops, e.g. a chat template's end-of-turn ids (called with the tokens so far).
+    stop_criteria: Sequence[Callable[[Any, Any], bool]] = ()
+    out: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
+    # Set by the reader when it has what it needs (a stop string matched): free the slot.
+    done: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    generated: int = 0
+    timed_out: bool = False
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq: int
+    request: SlotRequest | None = None
+    sampler: Any = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
+    n_past: int = 0
+    last: int | None = None  # sampled token to feed at the next step
+    history: list[int] = field(default_factory=list)
+    logits_at: int = -1  # index in this step's batch whose logits this slot samples
+
+
+class BatchScheduler:
+    """The decode loop over `n_slots` sequences of one model."""
+
+    def __init__(
+        self,
+        llama: Any,
+        *,
+        n_slots: int,
+        slot_ctx: int,
+        n_batch: int,
+        n_ubatch: int,
+        default_seed: int | None,
+        observer: Callable[[], StepObserver | None] = lambda: None,
+    ) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._llama_cpp = llama_cpp
+        self._internals = _internals
+        self._model = llama._model
+        self._vocab = llama._model.vocab
+        self.n_slots = n_slots
+        self.slot_ctx = slot_ctx
+        self._n_batch = n_batch
+        self._default_seed = default_seed
+        self._observer = observer
+        params = type(llama.context_params).from_buffer_copy(llama.context_params)
+        params.n_ctx = slot_ctx * n_slots
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, n_ubatch)
+        params.n_seq_max = n_slots
+        # One KV stream per sequence: a slot's attention never sees (or waits on) another's cells,
+        # which is what makes greedy output independent of its neighbours.
+        params.kv_unified = False
+        params.embeddings = False
+        self._ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._slots = [_Slot(seq) for seq in range(n_slots)]
+        self._inbox: queue.SimpleQueue[SlotRequest | None] = queue.SimpleQueue()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="hal0-batch", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(1 for slot in self._slots if slot.request is not None)
+
+    def submit(self, request: SlotRequest) -> None:
+        """Queue a request; the caller (admission) guarantees a slot will be free for it."""
+        if len(request.prompt) >= self.slot_ctx:
+            raise ValueError(f"Requested tokens ({len(request.prompt)}) exceed context window of {self.slot_ctx}")
+        if not request.prompt:
+            raise ValueError("the prompt is empty")
+        self._inbox.put(request)
+
+    def close(self) -> None:
+        self._closing = True
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+        if self._batch is not None:
+            self._llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        self._ctx.close()
+
+    # --- the scheduler thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing:
+            try:
+                self._admit()
+                if not self._closing:
+                    self._step()
+            except BaseException as error:  # a bug here must end requests, never hang them
+                log.exception("batch scheduler step failed")
+                for slot in self._slots:
+                    if slot.request is not None:
+                        self._finish(slot, ERROR, error)
+        for slot in self._slots:
+            if slot.request is not None:
+                self._finish(slot, END, "cancelled")
+
+    def _admit(self) -> None:
+        idle = all(slot.request is None for slot in self._slots)
+        while True:
+            try:
+                # Block only when there is nothing to decode; otherwise take what has arrived.
+                request = self._inbox.get() if idle else self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if request is None:
+                return
+            slot = next((slot for slot in self._slots if slot.request is None), None)
+            if slot is None:  # admission is bounded by the slot count; never expected
+                request.out.put((ERROR, RuntimeError("no free slot")))
+                continue
+            self._start(slot, request)
+            idle = False
+
+    def _start(self, slot: _Slot, request: SlotRequest) -> None:
+        slot.request = request
+        slot.sampler = self._sampler(request.sampling)
+        slot.pending = list(request.prompt)
+        slot.history = list(request.prompt)
+        slot.n_past = 0
+        slot.last = None
+
+    def _sampler(self, sampling: Sampling) -> Any:
+        # Same chain, same order as llama-cpp-python's Llama._init_sampler, so a request samples
+        # alike on both paths.
+        llama_cpp = self._llama_cpp
+        sampler = self._internals.LlamaSampler()
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        if sampling.logit_bias:
+            sampler.add_logit_bias(n_vocab, sampling.logit_bias)
+        if (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) != (1.0, 0.0, 0.0):
+            sampler.add_penalties(n_vocab, 64, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
+        if sampling.grammar is not None:
+            sampler.add_grammar(self._model, sampling.grammar)
+        seed = sampling.seed if sampling.seed is not None else self._default_seed
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
+        if sampling.temperature == 0:
+            sampler.add_greedy()
+        elif sampling.temperature < 0:
+            sampler.add_dist(seed)
+        else:
+            sampler.add_top_k(sampling.top_k)
+            sampler.add_typical(sampling.typical_p, 1)
+            sampler.add_top_p(sampling.top_p, 1)
+            sampler.add_min_p(sampling.min_p, 1)
+            sampler.add_temp(sampling.temperature)
+            sampler.add_dist(seed)
+        return sampler
+
+    def _step(self) -> None:
+        now = time.perf_counter()
+        for slot in self._slots:
+            request = slot.request
+            if request is None:
+                continue
+            if request.cancel.is_set() or request.done:
+                self._finish(slot, END, "cancelled")
+            elif now > request.deadline:
+                request.timed_out = True
+                self._finish(slot, END, "timeout")
+        batch = self._batch
+        n = 0
+        # Generating slots first: one token each, so their pace never depends on prompt lengths.
+        for slot in self._slots:
+            slot.logits_at = -1
+            if slot.request is not None and slot.last is not None:
+                self._put(batch, n, slot.last, slot.n_past, slot.seq, True)
+                slot.logits_at = n
+                slot.n_past += 1
+                n += 1
+        # Then prompt chunks, oldest request first, in what is left of n_batch.
+        waiting = sorted((slot for slot in self._slots if slot.request is not None and slot.pending), key=lambda s: s.request.submitted)  # type: ignore[union-attr]
+        for slot in waiting:
+            room = self._n_batch - n
+            if room <= 0:
+                break
+            chunk, slot.pending = slot.pending[:room], slot.pending[room:]
+            for offset, token in enumerate(chunk):
+                last = not slot.pending and offset == len(chunk) - 1
+                self._put(batch, n, token, slot.n_past, slot.seq, last)
+                if last:
+                    slot.logits_at = n
+                slot.n_past += 1
+                n += 1
+        if n == 0:
+            return
+        batch.n_tokens = n
+        code = self._llama_cpp.llama_decode(self._ctx.ctx, batch)
+        if code != 0:
+            error = RuntimeError(f"llama_decode returned {code}")
+            for slot in self._slots:
+                if slot.request is not None and slot.logits_at >= 0:
+                    self._finish(slot, ERROR, error)
+            return
+        sampled = 0
+        for slot in self._slots:
+            if slot.request is not None and slot.logits_at >= 0:
+                sampled += 1
+                self._sample(slot)
+        observer = self._observer()
+        if observer is not None:
+            observer.decode_step(sampled, n)
+
+    @staticmethod
+    def _put(batch: Any, index: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        batch.token[index] = token
+        batch.pos[index] = pos
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq
+        batch.logits[index] = logits
+
+    def _sample(self, slot: _Slot) -> None:
+        request = slot.request
+        assert request is not None
+        token = self._llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, slot.logits_at)
+        if request.first_token_at is None:
+            request.first_token_at = time.perf_counter()
+        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, END, "stop")
+            return
+        slot.history.append(token)
+        if any(criterion(slot.history, None) for criterion in request.stop_criteria):
+            self._finish(slot, END, "stop")
+            return
+        request.generated += 1
+        request.out.put((NEXT, token))
+        slot.last = token
+        if request.generated >= request.max_tokens or slot.n_past + 1 >= self.slot_ctx:
+            self._finish(slot, END, "length")
+
+    def _finish(self, slot: _Slot, kind: str, value: Any) -> None:
+        request = slot.request
+        slot.request = None
+        slot.pending = []
+        slot.last = None
+        slot.history = []
+        # Free the sequence's cells at once so the next request starts from an empty stream.
+        self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        if slot.sampler is not None:
+            slot.sampler.close()
+            slot.sampler = None
+        if request is not None:
+            request.out.put((kind, value))

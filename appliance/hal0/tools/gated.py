@@ -1,0 +1,100 @@
+"""The one door for agent tool calls: persona gating, then allow / ask / deny, then the tool.
+
+`call_tool` is what MCP and REST use for an agent. An `ask` never runs the tool: it queues an
+approval and returns a pending result at once. A human clears it through `decide_approval`
+(dashboard, CLI and approval API all end here), which runs exactly the stored arguments, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hal0 import faults
+from hal0.agents.approvals import Approval
+from hal0.agents.durations import seconds
+from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
+from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec, invoke
+
+log = logging.getLogger("hal0.approvals")
+
+
+class ToolRefusedError(ToolFailedError):
+    """Refused by policy (persona tool list or a deny rule); the message names the rule."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def visible_to(spec: ToolSpec, call: ToolCall) -> bool:
+    """Whether the agent's persona lists the tool (tools/list shows only these)."""
+    return tool_allowed_by_persona(persona_for(call.services.config.config.agents, call.agent), spec.qualified)
+
+
+def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
+    return {
+        "status": "pending",
+        "approval_id": approval.id,
+        "status_url": f"/api/approvals/{approval.id}",
+        "tool": approval.tool,
+        "rule": approval.rule,
+        "reason": approval.reason,
+        "expires_at": approval.expires_at,
+        "new": created,
+        "message": f"{approval.tool} needs a human's approval ({approval.reason}); "
+        f"fetch the outcome from /api/approvals/{approval.id}",
+    }
+
+
+async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+    agents = call.services.config.config.agents
+    persona = persona_for(agents, call.agent)
+    if not tool_allowed_by_persona(persona, spec.qualified):
+        assert persona is not None
+        raise ToolRefusedError(persona_refusal(persona, call.agent, spec.qualified), code="tool_not_in_persona")
+    decision = decide(agents, call.agent, spec.qualified, arguments, state_changing=not spec.read_only)
+    if decision.verdict == "deny":
+        raise ToolRefusedError(f"{spec.qualified} denied by {decision.rule_label}: {decision.reason}", code="denied")
+    if decision.verdict == "ask":
+        store = call.services.approvals
+        grant_ttl = seconds(decision.rule.expires_after) if decision.rule and decision.rule.expires_after else None
+        if grant_ttl is not None and store.granted(call.agent, spec.qualified, arguments):
+            return await invoke(spec, call, arguments)  # a recent approval of this very call still holds
+        approval, created = store.enqueue(
+            call.agent, spec.qualified, arguments, rule=decision.rule_label, reason=decision.reason,
+            ttl_s=seconds(agents.approvals.pending_ttl), grant_ttl_s=grant_ttl,
+        )
+        return pending_result(approval, created)
+    return await invoke(spec, call, arguments)
+
+
+async def execute(services: Any, approval_id: str) -> Approval:
+    """Run an approved call with its stored arguments. Only the caller that claims it runs it."""
+    from hal0.tools import tool
+
+    store = services.approvals
+    if not store.claim(approval_id):
+        current = store.get(approval_id)
+        if current is None:
+            raise KeyError(approval_id)
+        return current
+    approval = store.get(approval_id)
+    assert approval is not None
+    faults.point("kill-after-claim")
+    try:
+        result = await invoke(tool(approval.tool), ToolCall(services=services, agent=approval.agent), approval.args)
+    except Exception as error:  # noqa: BLE001 - the outcome is recorded for the agent to read
+        log.warning("approval %s (%s) failed: %s", approval_id, approval.tool, error)
+        return store.finish(approval_id, error=f"{type(error).__name__}: {error}" if not isinstance(error, ToolFailedError) else str(error))
+    return store.finish(approval_id, result=result)
+
+
+async def decide_approval(services: Any, approval_id: str, *, approve: bool, by: str, note: str | None) -> Approval:
+    """The human channel: approve (then run) or deny a pending approval."""
+    store = services.approvals
+    if not approve:
+        return store.deny(approval_id, by, note)
+    store.approve(approval_id, by, note)
+    faults.point("kill-after-approve")
+    return await execute(services, approval_id)

@@ -1,0 +1,134 @@
+"""The provisioning session, end to end, on fresh lab boxes (root; `make test-infra`, CI):
+
+fresh boxes -> site.yml -> second run changed=0 -> --check --diff changed=0 -> testinfra ->
+a policy edit applied by reload (same MainPID) -> a broken config refused, box unchanged.
+
+Both topologies: `open` (one hal0 box, trusted LAN) and `proxied` (nginx on another box in front).
+Fast by design: the tiny test model (tests/infra/ci-vars.yml), the cached rootfs and wheels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.infra.conftest import REPO
+
+pytestmark = pytest.mark.infra
+
+INVENTORY = REPO / "build" / "lab" / "inventory.yml"
+CI_VARS = REPO / "tests" / "infra" / "ci-vars.yml"
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    done = subprocess.run([str(a) for a in args], cwd=REPO, env=ENV, capture_output=True, text=True, check=False)
+    print(f"$ {' '.join(map(str, args))}  ({time.monotonic() - started:.1f}s, rc={done.returncode})")
+    if check and done.returncode != 0:
+        pytest.fail(f"{args[0]} failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def play(*extra: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(BIN / "ansible-playbook", "-i", INVENTORY, REPO / "site.yml", "-e", f"@{CI_VARS}", *extra, check=check)
+
+
+def changed(output: str) -> dict[str, int]:
+    return {host: int(count) for host, _, count, _, _ in RECAP.findall(output)}
+
+
+def box(name: str, command: str) -> str:
+    return run(REPO / "image" / "lab", "ssh", name, command).stdout.strip()
+
+
+@pytest.fixture(scope="module", params=["open", "proxied"])
+def lab(request: pytest.FixtureRequest) -> Iterator[str]:
+    run(REPO / "image" / "lab", "up", request.param)
+    yield request.param
+    run(REPO / "image" / "lab", "down", check=False)
+
+
+def test_session(lab: str, tmp_path: Path) -> None:
+    timings: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        timings[name] = time.monotonic()
+
+    step("first play")
+    first = play()
+    assert set(changed(first.stdout)) >= {"hal0-1"} | ({"proxy-1"} if lab == "proxied" else set())
+
+    step("second play")
+    second = play()
+    assert changed(second.stdout) and all(v == 0 for v in changed(second.stdout).values()), changed(second.stdout)
+
+    step("check mode")
+    dry = play("--check", "--diff")
+    assert all(v == 0 for v in changed(dry.stdout).values()), dry.stdout[-4000:]
+
+    step("testinfra")
+    run(
+        BIN / "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "tests/infra/test_box.py",
+        "tests/infra/test_proxy.py",
+        "--hosts=ansible://hal0",
+        f"--ansible-inventory={INVENTORY}",
+    )
+
+    step("policy reload")
+    pid = box("hal0-1", "systemctl show -p MainPID --value hal0")
+    restarts = box("hal0-1", "systemctl show -p NRestarts --value hal0")
+    policy = yaml.safe_load((REPO / "config" / "hal0.yaml").read_text())
+    policy["agents"]["personas"][0]["system_prompt"] = "You are a terse assistant (edited by the infra test)."
+    edited = tmp_path / "hal0.yaml"
+    edited.write_text(yaml.safe_dump(policy, sort_keys=False))
+    reload = play("--tags", "hal0_config", "-e", f"hal0_config_file={edited}")
+    assert re.search(r"RUNNING HANDLER \[hal0 : Reload the service[^\]]*\]\s*\*+\s*\nchanged: \[hal0-1\]", reload.stdout), reload.stdout[-4000:]
+    assert "RUNNING HANDLER [hal0 : Restart the service]" not in reload.stdout
+    assert "edited by the infra test" in box("hal0-1", "cat /etc/hal0/hal0.yaml")
+    assert box("hal0-1", "systemctl show -p MainPID --value hal0") == pid, "a policy change must not restart hal0"
+    assert box("hal0-1", "systemctl show -p NRestarts --value hal0") == restarts
+    health = box("hal0-1", "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/health').read().decode())\"")
+    assert '"status":"ok"' in health.replace(" ", "")
+
+    step("broken config")
+    before = box("hal0-1", "sha256sum /etc/hal0/hal0.yaml")
+    broken = tmp_path / "broken.yaml"
+    text = (REPO / "config" / "hal0.yaml").read_text()
+    broken.write_text(text.replace("n_gpu_layers: 0", 'n_gpu_layers: "all"', 1))
+    refused = play("-e", f"hal0_config_file={broken}", check=False)
+    assert refused.returncode != 0
+    assert f"{broken}:" in refused.stdout and "n_gpu_layers" in refused.stdout, refused.stdout[-3000:]
+    assert "hal0-1" not in changed(refused.stdout) or changed(refused.stdout)["hal0-1"] == 0
+    assert box("hal0-1", "sha256sum /etc/hal0/hal0.yaml") == before, "a refused config must leave the box unchanged"
+    assert box("hal0-1", "systemctl show -p MainPID --value hal0") == pid
+    assert box("hal0-1", "systemctl is-active hal0") == "active"
+
+    step("end")
+    names = list(timings)
+    print(f"\n{lab} topology timings: " + ", ".join(f"{a} {timings[b] - timings[a]:.0f}s" for a, b in itertools.pairwise(names)))
+
+
+def test_lab_down_leaves_nothing_behind() -> None:
+    run(REPO / "image" / "lab", "down", check=False)
+    assert "hal0lab-" not in run("ip", "netns", "list").stdout
+    assert "hl-" not in run("ip", "-o", "link", "show").stdout
+    assert "hal0lab" not in run("nft", "list", "tables").stdout
+    assert not (REPO / "build" / "lab" / "inventory.yml").exists()
+    assert shutil.which("systemd-nspawn")
