@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from hal0 import __version__
+from hal0 import __version__, approvals_cli
 from hal0.config import ConfigError, load_config
 from hal0.config.docs import reference_table
 from hal0.config.errors import dotted
@@ -185,12 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--config")
     listing.set_defaults(run=cmd_models_list)
 
+    approvals_cli.add_parser(commands, DEFAULT_CONFIG)
+
     commands.add_parser("version", help="print the version").set_defaults(run=cmd_version)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "approvals":
+        return approvals_cli.run(args, _config_path(None))
     return args.run(args)
 
 

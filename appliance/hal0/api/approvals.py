@@ -105,6 +105,9 @@ async def housekeeping(services: Any) -> None:
     """At start-up, finish what a crash interrupted; then expire pending approvals on time."""
     store = services.approvals_if_present()
     if store is not None:
+        # Resumed calls act on models (load/unload): let start-up loading finish first.
+        while services.models.state == "loading":
+            await asyncio.sleep(0.1)
         resume, interrupted = store.recover()
         for approval_id in interrupted:
             log.warning("approval %s was running when hal0 stopped: marked failed, not re-run", approval_id)

@@ -13,9 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hal0.agents.policy import persona_for
 from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import enter_turn, lookup_model, run_to_completion, services_of, start_stream
+from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hal0.inference import Guard
 
@@ -62,13 +64,44 @@ def _record(request: Request, model: str, result: dict[str, Any], guard: Guard) 
     )
 
 
+def _apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -> str | None:
+    """The caller's persona: its model when the request names none, its params as defaults, its
+    limits as ceilings (a request over a limit is refused, never silently clamped)."""
+    services = services_of(request)
+    agent = agent_of(request, services)
+    persona = persona_for(services.config.config.agents, agent)
+    if persona is None:
+        return model
+    for name in ("temperature", "top_p", "top_k", "max_tokens", "stop"):
+        default = getattr(persona.params, name)
+        if name not in kwargs and default is not None:
+            kwargs[name] = list(default) if name == "stop" else default
+    limits = persona.limits
+    if limits.max_tokens is not None:
+        asked = kwargs.get("max_tokens")
+        if asked is not None and asked > limits.max_tokens:
+            raise bad_request(
+                f"max_tokens {asked} exceeds persona {persona.id!r}'s limit of {limits.max_tokens} (agents.personas[].limits.max_tokens)",
+                param="max_tokens", code="persona_limit",
+            )
+        kwargs.setdefault("max_tokens", limits.max_tokens)
+    if limits.max_temperature is not None and kwargs.get("temperature", 0) > limits.max_temperature:
+        raise bad_request(
+            f"temperature {kwargs['temperature']} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}",
+            param="temperature", code="persona_limit",
+        )
+    if persona.system_prompt and "messages" in kwargs:
+        kwargs["messages"] = [{"role": "system", "content": persona.system_prompt}, *kwargs["messages"]]
+    return model or persona.model
+
+
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, ChatCompletionRequest, services.config.config.server.max_body_bytes)
-    runtime = lookup_model(services, body.model)
     kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
+    runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
     if body.response_format and body.response_format.get("type") == "json_object":
         kwargs["response_format"] = {"type": "json_object"}
 
@@ -88,8 +121,11 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, CompletionRequest, services.config.config.server.max_body_bytes)
-    runtime = lookup_model(services, body.model)
-    kwargs: dict[str, Any] = {"prompt": body.prompt_text, "max_tokens": body.max_tokens, "echo": body.echo, **body.sampling()}
+    kwargs: dict[str, Any] = {"prompt": body.prompt_text, "echo": body.echo, **body.sampling()}
+    if "max_tokens" in body.model_fields_set or body.max_tokens is None:
+        kwargs["max_tokens"] = body.max_tokens
+    runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
+    kwargs.setdefault("max_tokens", body.max_tokens)
     if body.suffix is not None:
         kwargs["suffix"] = body.suffix
 

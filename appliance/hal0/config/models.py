@@ -208,6 +208,8 @@ class ModelConfig(_Section):
         if self.n_ctx_per_slot is not None and self.parallel * self.n_ctx_per_slot > self.n_ctx:
             raise CrossFieldError([(("n_ctx_per_slot",), f"parallel ({self.parallel}) x n_ctx_per_slot "
                                     f"({self.n_ctx_per_slot}) = {self.parallel * self.n_ctx_per_slot} exceeds n_ctx ({self.n_ctx})")])
+        if self.parallel > self.n_batch:
+            raise CrossFieldError([(("parallel",), f"{self.parallel} slots need n_batch >= {self.parallel} (n_batch is {self.n_batch})")])
         if self.n_ctx_per_slot is None and self.n_ctx // self.parallel < _MIN_SLOT_CTX:
             raise CrossFieldError([(("parallel",), f"n_ctx ({self.n_ctx}) / parallel ({self.parallel}) leaves "
                                     f"{self.n_ctx // self.parallel} tokens per slot; at least {_MIN_SLOT_CTX} are needed")])

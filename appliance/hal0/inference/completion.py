@@ -9,6 +9,7 @@ gets back into llama-cpp-python's completion dicts, on this request's thread.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ class SlotLlama:
         return self._scheduler.slot_ctx
 
     def create_chat_completion(self, **kwargs: Any) -> Any:
-        from llama_cpp import llama_chat_format
+        from llama_cpp import Llama, llama_chat_format
 
         llama = self._llama
         handler = (
@@ -41,7 +42,14 @@ class SlotLlama:
             or llama._chat_handlers.get(llama.chat_format)
             or llama_chat_format.get_chat_completion_handler(llama.chat_format)
         )
-        return handler(llama=self, **kwargs)
+        # Llama.create_chat_completion passes its own defaults to the handler, whose defaults
+        # differ (repeat_penalty 1.1): pass the same ones so both paths sample alike.
+        defaults = {
+            name: parameter.default
+            for name, parameter in inspect.signature(Llama.create_chat_completion).parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
+        return handler(llama=self, **{**defaults, **kwargs})
 
     def create_completion(
         self,
