@@ -197,3 +197,16 @@ def test_kill_9_while_executing_marks_it_failed_not_rerun(start_server: Callable
     assert record["state"] == "failed" and "not re-run" in record["error"]
     assert executions(record) == 1
     assert httpx.get(f"{server.url}/health").json()["models"][0]["state"] == "ready"
+
+
+def test_persona_memory_limits_tighten_the_global_ones(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    agents = {"personas": [{"id": "tiny-mind", "tools": ["memory:*"], "memory": {"max_items": 2}}],
+              "approvals": {"path": str(tmp_path / "a.db")}}
+    server = start_server(agents=agents, memory={"enabled": True, "path": str(tmp_path / "memory.db")})
+    small = {"X-hal0-Agent": "tiny-mind"}
+    for text in ("one", "two"):
+        assert httpx.post(f"{server.url}/api/memory", json={"text": text}, headers=small).status_code == 201
+    full = httpx.post(f"{server.url}/api/memory", json={"text": "three"}, headers=small)
+    assert full.status_code == 422 and "2 of 2 items" in full.json()["error"]["message"]
+    for text in ("one", "two", "three"):  # an agent without that persona keeps the global limit
+        assert httpx.post(f"{server.url}/api/memory", json={"text": text}, headers={"X-hal0-Agent": "other"}).status_code == 201

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from anyio import to_thread
 from pydantic import Field
 
+from hal0.agents.policy import persona_for
 from hal0.memory import MemoryStore
-from hal0.memory.model import MAX_PAGE
+from hal0.memory.model import MAX_PAGE, Limits
 from hal0.tools.spec import ToolCall, ToolSpec
 
 ItemId = Annotated[str, Field(description="Item id, as returned by remember, recall or list.", max_length=64)]
@@ -29,10 +30,23 @@ async def _store(call: ToolCall) -> MemoryStore:
     return await to_thread.run_sync(call.services.memory.store)
 
 
+def _limits(call: ToolCall) -> Limits:
+    """The global memory limits, tightened by the caller's persona (agents.personas[].memory)."""
+    limits = call.services.memory.limits()
+    persona = persona_for(call.services.config.config.agents, call.agent)
+    if persona is None:
+        return limits
+    own = persona.memory
+    return Limits(
+        max_items=min(limits.max_items, own.max_items or limits.max_items),
+        max_item_bytes=min(limits.max_item_bytes, own.max_item_bytes or limits.max_item_bytes),
+    )
+
+
 async def remember(call: ToolCall, text: Annotated[str, Field(description="What to remember.")],
                    tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
     store = await _store(call)
-    limits = call.services.memory.limits()
+    limits = _limits(call)
     item = await to_thread.run_sync(partial(store.add, call.agent, text, limits, tags=tags, metadata=metadata))
     return item.to_json()
 
@@ -59,7 +73,7 @@ async def update(call: ToolCall, id: ItemId,
                  text: Annotated[str | None, Field(description="New text (omit to keep).")] = None,
                  tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
     store = await _store(call)
-    limits = call.services.memory.limits()
+    limits = _limits(call)
     item = await to_thread.run_sync(partial(
         store.update, call.agent, id, limits, text=text, tags=tags, metadata=metadata,
         replace_metadata=metadata is not None,
