@@ -9,6 +9,7 @@ INVENTORY ?= build/lab/inventory.yml
 
 # Controller tools (ansible-core, testinfra, linters), installed once into build/infra-venv.
 $(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt
+	image/lab host-deps
 	$(PYTHON) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-infra-lint.txt
 	# hal0 itself (with its test extras): tests/conftest.py imports it, and so do the infra checks.
@@ -65,7 +66,7 @@ lint: $(VENV)/.installed
 
 # Unit and integration tests: real HTTP, real llama.cpp on the generated tiny model.
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/unit tests/integration -q
+	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz -q
 
 # The README's test command: lint, the server suites, then the lab session (boxes, play, testinfra).
 test: lint test-fast test-infra

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hal0.api import approvals, health, memory, openai
+from hal0 import dashboard
+from hal0.api import approvals, health, memory, openai, openapi
 from hal0.api.errors import ApiError, error_response
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
@@ -49,7 +50,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
         if reload_on_sighup:
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
-        housekeeping = asyncio.create_task(approvals.housekeeping(services))
+        housekeeping = asyncio.create_task(approvals.housekeeping(services, approvals.recover(services)))
         try:
             async with mcp.run():  # the mounted MCP servers' session managers
                 yield
@@ -59,7 +60,8 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
                 loader.cancel()
             services.close()
 
-    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *mcp.routes, Route("/metrics", metrics_endpoint, methods=["GET"])]
+    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *openapi.routes, *mcp.routes,
+              Route("/metrics", metrics_endpoint, methods=["GET"]), *dashboard.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -69,4 +71,5 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))
     app.state.services = services
+    app.state.mcp = mcp  # the dashboard's MCP tab reads the mounted servers and their sessions
     return app

@@ -7,15 +7,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from hal0 import __version__, approvals_cli
 from hal0.config import ConfigError, load_config
 from hal0.config.docs import reference_table
-from hal0.config.errors import dotted
 from hal0.config.models import Hal0Config
+from hal0.config.sources import effective_values
 
 DEFAULT_CONFIG = "/etc/hal0/hal0.yaml"
 
@@ -69,14 +68,6 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return status
 
 
-def _leaves(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any]]:
-    if isinstance(value, dict) and value:
-        return [leaf for key, item in value.items() for leaf in _leaves(item, (*prefix, key))]
-    if isinstance(value, list) and value and any(isinstance(item, dict) for item in value):
-        return [leaf for index, item in enumerate(value) for leaf in _leaves(item, (*prefix, index))]
-    return [(prefix, value)]
-
-
 def cmd_config_show(args: argparse.Namespace) -> int:
     try:
         loaded = load_config(_config_path(args.config))
@@ -87,8 +78,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         print(f"# effective config of {loaded.path}")
         print(yaml.safe_dump(data, sort_keys=False), end="")
         return 0
-    for path, value in _leaves(data):
-        print(f"{dotted(path)} = {json.dumps(value)}  # {loaded.source_of(path)}")
+    for key, value, source in effective_values(loaded):
+        print(f"{key} = {json.dumps(value)}  # {source}")
     for name, value in loaded.env.items():
         print(f"# ${name}={value}")
     _print_mcp_gate(loaded.config)

@@ -101,19 +101,25 @@ async def audit(request: Request) -> JSONResponse:
     return JSONResponse({"audit": store.audit(approval_id=request.query_params.get("approval_id") or None, limit=_limit(request))})
 
 
-async def housekeeping(services: Any) -> None:
-    """At start-up, finish what a crash interrupted; then expire pending approvals on time."""
+def recover(services: Any) -> list[str]:
+    """At start-up, before the first request: fail what a crash interrupted mid-run (never re-run it)
+    and return the approved calls that never started, to be resumed."""
     store = services.approvals_if_present()
-    if store is not None:
-        # Resumed calls act on models (load/unload): let start-up loading finish first.
-        while services.models.state == "loading":
-            await asyncio.sleep(0.1)
-        resume, interrupted = store.recover()
-        for approval_id in interrupted:
-            log.warning("approval %s was running when hal0 stopped: marked failed, not re-run", approval_id)
-        for approval_id in resume:
-            log.info("resuming approved call %s", approval_id)
-            await execute(services, approval_id)
+    if store is None:
+        return []
+    resume, interrupted = store.recover()
+    for approval_id in interrupted:
+        log.warning("approval %s was running when hal0 stopped: marked failed, not re-run", approval_id)
+    return resume
+
+
+async def housekeeping(services: Any, resume: list[str]) -> None:
+    """Run the resumed approvals once models are loaded; then expire pending approvals on time."""
+    while resume and services.models.state == "loading":  # resumed calls act on models
+        await asyncio.sleep(0.1)
+    for approval_id in resume:
+        log.info("resuming approved call %s", approval_id)
+        await execute(services, approval_id)
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
         store = services.approvals_if_present()

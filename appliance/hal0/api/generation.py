@@ -78,6 +78,8 @@ async def run_to_completion(
                 result = await runtime.run(work, guard)
             except ValueError as error:  # llama-cpp-python's word for a prompt that does not fit
                 raise bad_request(str(error), code="context_length_exceeded") from None
+            except RuntimeError as error:  # llama_decode failed for this input: the request, not the server
+                raise bad_request(f"generation failed: {error}", code="generation_failed") from None
     if guard.cancel.is_set():
         raise ApiError(499, "client closed the request", code="client_closed")
     return result, guard
@@ -123,6 +125,8 @@ async def start_stream(
                 yield sse(chunk)
         except ValueError as error:
             yield sse({"error": {"message": str(error), "type": "invalid_request_error", "code": "context_length_exceeded"}})
+        except RuntimeError as error:
+            yield sse({"error": {"message": f"generation failed: {error}", "type": "invalid_request_error", "code": "generation_failed"}})
         else:
             final = usage_chunk(guard)
             if final is not None:

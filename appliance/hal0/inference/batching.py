@@ -95,7 +95,7 @@ class BatchScheduler:
         n_batch: int,
         n_ubatch: int,
         default_seed: int | None,
-        observer: Callable[[], StepObserver | None] = lambda: None,
+        observer: StepObserver | None = None,
     ) -> None:
         import llama_cpp
         from llama_cpp import _internals
@@ -267,9 +267,8 @@ class BatchScheduler:
             if slot.request is not None and slot.logits_at >= 0:
                 sampled += 1
                 self._sample(slot)
-        observer = self._observer()
-        if observer is not None:
-            observer.decode_step(sampled, n)
+        if self._observer is not None:
+            self._observer.decode_step(sampled, n)
 
     @staticmethod
     def _put(batch: Any, index: int, token: int, pos: int, seq: int, logits: bool) -> None:

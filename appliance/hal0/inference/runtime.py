@@ -89,6 +89,7 @@ class Guard:
     timed_out: bool = False
     prompt_tokens: int = 0
     generated: int = 0
+    context_limit: int = 0  # set by the runtime: stop cleanly before llama.cpp runs out of KV cache
 
     def __call__(self, input_ids: Any, _logits: Any) -> bool:
         # Called once per generated token; at the first call input_ids holds the evaluated prompt.
@@ -97,6 +98,8 @@ class Guard:
             self.first_token_at = now
             self.prompt_tokens = len(input_ids)
         self.generated += 1
+        if self.context_limit and len(input_ids) >= self.context_limit - 1:
+            return True  # a full context ends the generation (finish "length"-like), not llama_decode failing
         if now > self.deadline:
             self.timed_out = True
             return True
@@ -225,7 +228,7 @@ class ModelRuntime:
             n_batch=self.config.n_batch,
             n_ubatch=self.config.n_ubatch,
             default_seed=self.config.seed if self.config.seed >= 0 else None,
-            observer=lambda: _StepReporter(self),
+            observer=_StepReporter(self),
         )
         return llama
 

@@ -61,6 +61,17 @@ class McpMounts:
     routes: list[Route]
     _managers: tuple[StreamableHTTPSessionManager, ...]
 
+    def sessions(self) -> dict[str, int | None]:
+        """Open sessions per server, for the dashboard's MCP tab; None where the SDK hides it.
+
+        The SDK has no public count: its session table is read defensively, so an SDK that
+        renames it shows "unknown" rather than breaking the dashboard."""
+        counts: dict[str, int | None] = {}
+        for name, manager in zip(("admin", "memory"), self._managers, strict=True):
+            table = getattr(manager, "_server_instances", None)
+            counts[name] = len(table) if isinstance(table, dict) else None
+        return counts
+
     @asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:

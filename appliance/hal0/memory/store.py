@@ -155,6 +155,12 @@ class MemoryStore:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM items WHERE namespace = ?", (namespace,)).fetchone()[0]
 
+    def namespaces(self) -> list[tuple[str, int]]:
+        """Every namespace with its item count: the operator's overview (the dashboard), never an agent's."""
+        with self._lock:
+            rows = self._conn.execute("SELECT namespace, count(*) FROM items GROUP BY namespace ORDER BY namespace").fetchall()
+        return [(row[0], row[1]) for row in rows]
+
     def list(self, namespace: str, *, tag: str | None = None, limit: int | None = None,
              cursor: str | None = None) -> Page:
         """Newest first; the cursor is the last seq seen."""

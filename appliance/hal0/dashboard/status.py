@@ -1,0 +1,74 @@
+"""What the Overview and Models tabs show: the box's identity, posture, and each model's state."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hal0.services import Services
+
+_ALL_INTERFACES = ("0.0.0.0", "::", "[::]")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class Posture:
+    name: str  # "open LAN" | "proxied" | "one interface"
+    detail: str
+
+
+def posture(bind: str, port: int) -> Posture:
+    """The security posture the bind address implies (see the security posture doc: no auth in hal0)."""
+    if bind in _ALL_INTERFACES:
+        return Posture("open LAN", f"bound to {bind}:{port}: every endpoint, this dashboard included, is open to anything "
+                       "that reaches the port; keep it on a trusted LAN or put a reverse proxy with auth in front")
+    if bind in _LOOPBACK:
+        return Posture("proxied", f"bound to loopback ({bind}:{port}): only this box, e.g. a reverse proxy that "
+                       "terminates TLS and authenticates, can reach hal0")
+    return Posture("one interface", f"bound to {bind}:{port}: open to anything that reaches that address")
+
+
+def model_rows(services: Services) -> list[dict[str, Any]]:
+    rows = []
+    for runtime in services.models:
+        config = runtime.config
+        try:
+            file_size: int | None = os.stat(config.path).st_size
+        except OSError:
+            file_size = None
+        rows.append({
+            "id": runtime.id,
+            "default": runtime.id == services.models.default_id,
+            "state": runtime.state.value,
+            "error": runtime.error,
+            "path": config.path,
+            "size": file_size,
+            "n_ctx": config.n_ctx,
+            "n_gpu_layers": config.n_gpu_layers,
+            "parallel": config.parallel,
+            "slots": runtime.slots,
+            "busy_slots": runtime.busy_slots,
+            "queue_depth": runtime.waiting,
+        })
+    return rows
+
+
+def overview(services: Services) -> dict[str, Any]:
+    server = services.config.config.server
+    models = model_rows(services)
+    pending = services.approvals_if_present()
+    return {
+        "version": services.version,
+        "uptime_s": time.time() - services.started_at,
+        "started_at": services.started_at,
+        "bind": f"{server.bind}:{server.port}",
+        "posture": posture(server.bind, server.port),
+        "state": services.models.state,
+        "models": models,
+        "queue_depth": sum(model["queue_depth"] for model in models),
+        "memory_enabled": services.memory.enabled,
+        "pending_approvals": pending.pending_count() if pending is not None else 0,
+        "last_reload": services.last_reload,
+    }
