@@ -15,15 +15,18 @@ DATA = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4)
 
 
 def _check(text: str) -> None:
+    problems = None
     try:
         loaded = load_text(text, "fuzz.yaml", {})
     except ConfigError as error:
-        assert error.issues
-        for issue in error.issues:
-            assert issue.line >= 1 and issue.column >= 1
-            assert str(issue).startswith("fuzz.yaml:")
-    else:
+        problems = error.issues
+    if problems is None:
         assert isinstance(loaded.config, Hal0Config)
+        return
+    assert problems
+    for issue in problems:
+        assert issue.line >= 1 and issue.column >= 1
+        assert str(issue).startswith("fuzz.yaml:")
 
 
 @settings(max_examples=400, deadline=None)
