@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from hal0 import dashboard
 from hal0.api import approvals, health, memory, openai, openapi
-from hal0.api.errors import ApiError, error_response
+from hal0.api.errors import ApiError, error_response, storage_error
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
 from hal0.mcp.gate import McpGate
@@ -67,7 +68,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
         lifespan=lifespan,
         # The DNS-rebinding gate covers /mcp/* only; reads the live config so a reload applies at once.
         middleware=[Middleware(McpGate, config=lambda: services.config.config.mcp)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, sqlite3.OperationalError: storage_error},
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))
     app.state.services = services

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import sqlite3
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 
 class ApiError(Exception):
@@ -48,3 +51,17 @@ def overloaded(message: str, retry_after: int) -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, message, type="server_error", code="model_unavailable", headers={"Retry-After": "5"})
+
+
+async def storage_error(_request: Request, error: Exception) -> Response:
+    """SQLite trouble on the state directory, told as what it is: a full disk is 507, a busy
+    database 503 (retry); anything else stays a 500 because it is a bug or a broken disk."""
+    assert isinstance(error, sqlite3.OperationalError)
+    code = getattr(error, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(error):
+        return error_response(ApiError(507, f"the state directory's disk is full: {error}; nothing was written",
+                                       type="server_error", code="storage_full"))
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(error):
+        return error_response(ApiError(503, f"the database is busy: {error}", type="server_error", code="storage_busy",
+                                       headers={"Retry-After": "1"}))
+    raise error
