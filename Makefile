@@ -66,13 +66,23 @@ lint: $(VENV)/.installed
 
 # Unit and integration tests: real HTTP, real llama.cpp on the generated tiny model.
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults -q
+	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak -q
 
 # The README's test command: lint, the server suites, then the lab session (boxes, play, testinfra).
 test: lint test-fast test-infra
 
+# tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~10 min).
 bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/bench/bench_inference.py
+	$(VENV)/bin/python -m tests.bench.bench_peers
+	$(VENV)/bin/python -m tests.bench.bench_load
+	$(VENV)/bin/python tests/bench/bench_memory.py
+	if [ -f tests/bench/bench_batching.py ]; then $(VENV)/bin/python -m tests.bench.bench_batching; fi
+	$(VENV)/bin/python -m tests.bench.report
+
+# The 10-minute soak (loopback only, bounded, stops by itself); CI runs a 20-second version.
+soak: $(VENV)/.installed
+	$(VENV)/bin/python -m tests.soak.soak --duration 600
 
 # Run the server locally on the default config and the demo model (no lab box).
 serve: $(VENV)/.installed

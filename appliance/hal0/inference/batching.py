@@ -9,6 +9,12 @@ step over four sequences costs little more than over one: that is the throughput
 Requests talk to the scheduler through queues only. A request submits a `SlotRequest` and reads
 token ids from its own unbounded queue, so a slow reader never stalls the decode loop; turning
 tokens into text, UTF-8 and stop strings happens on the request's own thread (see completion.py).
+
+Numerics: a sequence's logits do not depend on which other sequences share its batch as far as
+llama.cpp's kernels compute each row alike. F32 weights do (to float rounding; greedy output is
+identical, tested); quantized weights on the CPU switch kernels by the number of rows in a batch
+(repacked Q4_K: 1-3 rows vs 4 or more), so a greedy run may take the other branch at a near-tie,
+exactly as in llama.cpp's own server.
 """
 
 from __future__ import annotations
@@ -114,8 +120,8 @@ class BatchScheduler:
         params.n_batch = n_batch
         params.n_ubatch = min(n_batch, n_ubatch)
         params.n_seq_max = n_slots
-        # One KV stream per sequence: a slot's attention never sees (or waits on) another's cells,
-        # which is what makes greedy output independent of its neighbours.
+        # One KV stream per sequence: a slot's attention only ever covers its own cells, and one
+        # long conversation can never use up the cache of the others.
         params.kv_unified = False
         params.embeddings = False
         self._ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)

@@ -164,8 +164,10 @@ class SlotLlama:
             # Leaving early (client gone) must free the slot too, whoever stops reading.
             request.done = True
             guard.timed_out = guard.timed_out or request.timed_out
-        if reason in ("cancelled", "timeout"):
+        if reason == "cancelled":
             return
+        if reason == "timeout":  # ends like the single-turn path: what was made, finish_reason "stop"
+            reason = "stop"
         rest = text.flush() + (tail if reason else "")
         if rest:
             yield chunk(rest, None)

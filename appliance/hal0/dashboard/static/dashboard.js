@@ -60,8 +60,24 @@
     restore(container, state);
   }
 
+  function updateBadge() {
+    // The tab's pending count is rendered with the page; a live fragment that knows better updates it.
+    const counter = document.querySelector("[data-refresh] [data-pending]");
+    const tab = document.getElementById("tab-approvals");
+    if (!counter || !tab) return;
+    const count = Number(counter.dataset.pending);
+    tab.querySelectorAll(".badge").forEach((badge) => badge.remove());
+    if (count > 0) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.title = "pending approvals";
+      badge.innerHTML = `${count}<span class="sr"> pending</span>`;
+      tab.append(" ", badge);
+    }
+  }
+
   function refreshAll() {
-    return Promise.all([...document.querySelectorAll("[data-refresh]")].map(refresh));
+    return Promise.all([...document.querySelectorAll("[data-refresh]")].map(refresh)).then(updateBadge);
   }
 
   function poll() {

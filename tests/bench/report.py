@@ -1,0 +1,104 @@
+"""Turn results/*.json into results/REPORT.md and PNG plots a person can look at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt
+
+from tests.bench.common import RESULTS
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _bar(path: Path, title: str, labels: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=100)
+    width = 0.8 / max(1, len(series))
+    for offset, (name, values) in enumerate(series.items()):
+        positions = [index + offset * width for index in range(len(labels))]
+        bars = axis.bar(positions, values, width, label=name)
+        axis.bar_label(bars, fmt="%.1f", fontsize=8)
+    axis.set_xticks([index + width * (len(series) - 1) / 2 for index in range(len(labels))], labels)
+    axis.set_title(title)
+    axis.set_ylabel(ylabel)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def peers_section(data: dict[str, Any]) -> list[str]:
+    lines = ["## Inference overhead vs peers (same model and settings, one run)", ""]
+    for entry in data["models"]:
+        lines += [f"### {entry['model']} ({entry['tokens']} tokens, {entry['runs']} runs, {entry['threads']} threads)", "",
+                  "| side | tok/s (p50) | stream tok/s (p50) | TTFT p50 ms | TTFT p95 ms | vs direct | stream vs direct |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for side, row in entry["sides"].items():
+            ratio = f"{row.get('ratio_vs_direct', 1):.3f}x"
+            stream_ratio = f"{row.get('stream_ratio_vs_direct', 1):.3f}x"
+            lines.append(f"| {side} | {row['tokens_per_s']['p50']:.1f} | {row['stream_tokens_per_s']['p50']:.1f} | "
+                         f"{row['ttft_s']['p50'] * 1000:.1f} | {row['ttft_s']['p95'] * 1000:.1f} | {ratio} | {stream_ratio} |")
+        sides = list(entry["sides"])
+        plot = RESULTS / f"peers_{entry['model']}.png"
+        _bar(plot, f"{entry['model']}: generated tokens/s", ["non-streaming", "streaming"],
+             {side: [entry["sides"][side]["tokens_per_s"]["p50"], entry["sides"][side]["stream_tokens_per_s"]["p50"]] for side in sides},
+             "tokens/s (median)")
+        lines += ["", f"![{entry['model']}]({plot.name})", ""]
+    return lines
+
+
+def load_section(data: dict[str, Any]) -> list[str]:
+    lines = ["## Concurrency (streaming clients, queue_limit " + str(data["queue_limit"]) + ")", "",
+             "| clients | aggregate tok/s | TTFT p95 ms | fairness max/min | 503s | cut-off streams |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in data["concurrency"]:
+        lines.append(f"| {row['clients']} | {row['aggregate_tokens_per_s']:.1f} | {row['ttft_p95_s'] * 1000:.0f} | "
+                     f"{row['fairness_max_over_min']:.2f} | {row['rejected_503']} | {row['cut_off']} |")
+    clients = [str(row["clients"]) for row in data["concurrency"]]
+    _bar(RESULTS / "concurrency.png", "Aggregate generated tokens/s by concurrent streaming clients", clients,
+         {"hal0": [row["aggregate_tokens_per_s"] for row in data["concurrency"]]}, "tokens/s")
+    lines += ["", "![concurrency](concurrency.png)", "", "## Control plane vs a bare Starlette app (same JSON, same machine)", "",
+              "| route | hal0 req/s | bare req/s | ratio | hal0 p99 ms | bare p99 ms |", "| --- | --- | --- | --- | --- | --- |"]
+    for path, row in data["control_plane"].items():
+        lines.append(f"| `{path}` | {row['hal0']['requests_per_s']:.0f} | {row['bare_starlette']['requests_per_s']:.0f} | "
+                     f"{row['ratio']:.2f} | {row['hal0']['p99_ms']:.1f} | {row['bare_starlette']['p99_ms']:.1f} |")
+    routes = [path.split("?")[0] for path in data["control_plane"]]
+    _bar(RESULTS / "control_plane.png", "Control plane requests/s", routes,
+         {"hal0": [row["hal0"]["requests_per_s"] for row in data["control_plane"].values()],
+          "bare Starlette": [row["bare_starlette"]["requests_per_s"] for row in data["control_plane"].values()]}, "requests/s")
+    footprint = data["footprint"]
+    lines += ["", "![control plane](control_plane.png)", "", "## Footprint", "",
+              f"Server RSS minus model file ({footprint['model_bytes'] / 2**20:.0f} MiB): "
+              f"{footprint['idle_rss_minus_model_mb']:.0f} MiB idle, {footprint['load_rss_minus_model_mb']:.0f} MiB under load.", ""]
+    return lines
+
+
+def main() -> Path:
+    lines = ["# hal0 benchmark report", "", "Every number is measured in one run against a baseline in the same run. "
+             "The machine is shared: compare ratios, not absolute speeds.", ""]
+    peers = _load("bench_peers")
+    if peers:
+        lines += peers_section(peers)
+    load = _load("bench_load")
+    if load:
+        lines += load_section(load)
+    for extra in ("bench_batching", "bench_memory", "provisioning"):
+        data = _load(extra)
+        if data:
+            lines += [f"## {extra}", "", "```json", json.dumps(data, indent=2)[:4000], "```", ""]
+    out = RESULTS / "REPORT.md"
+    out.write_text("\n".join(lines))
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
