@@ -79,9 +79,12 @@ async def _run(url: str, duration: float, rate: float, pid: int, warmup: float) 
                 baseline_rss = process.memory_info().rss
             agent = f"soak{random.randint(0, 9)}"
             kind = random.choices(["chat", "memory", "approval", "mcp"], weights=[2, 5, 1, 2])[0]
-            job = {"chat": lambda: _chat(client, counts), "memory": lambda: _memory(client, counts, agent),
-                   "approval": lambda: _approval(client, counts, agent), "mcp": lambda: _mcp(client, counts)}[kind]
-            task = asyncio.create_task(job())
+            job = {"chat": _chat(client, counts) if kind == "chat" else None,
+                   "memory": _memory(client, counts, agent) if kind == "memory" else None,
+                   "approval": _approval(client, counts, agent) if kind == "approval" else None,
+                   "mcp": _mcp(client, counts) if kind == "mcp" else None}[kind]
+            assert job is not None
+            task = asyncio.create_task(job)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if len(tasks) > 32:  # bounded: never more than 32 requests in flight
