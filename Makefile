@@ -66,7 +66,7 @@ lint: $(VENV)/.installed
 
 # Unit and integration tests: real HTTP, real llama.cpp on the generated tiny model.
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak -q
+	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
 
 # The README's test command: lint, the server suites, then the lab session (boxes, play, testinfra).
 test: lint test-fast test-infra

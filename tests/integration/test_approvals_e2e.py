@@ -210,3 +210,14 @@ def test_persona_memory_limits_tighten_the_global_ones(start_server: Callable[..
     assert full.status_code == 422 and "2 of 2 items" in full.json()["error"]["message"]
     for text in ("one", "two", "three"):  # an agent without that persona keeps the global limit
         assert httpx.post(f"{server.url}/api/memory", json={"text": text}, headers={"X-hal0-Agent": "other"}).status_code == 201
+
+
+def test_cross_site_approvals_are_refused(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = start_server(agents=agents_with(tmp_path))
+    pending = call_admin(server, "ops", "unload_model", {"model": "tiny"}).structured_content
+    url = f"{server.url}/api/approvals/{pending['approval_id']}/approve"
+    forged = httpx.post(url, headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403 and forged.json()["error"]["code"] == "cross_origin"
+    assert outcome(server, pending["approval_id"])["state"] == "pending"
+    same_site = httpx.post(url, headers={"Origin": server.url})  # the dashboard's own fetch
+    assert same_site.status_code == 200 and same_site.json()["state"] == "executed"
