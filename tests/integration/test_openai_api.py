@@ -160,3 +160,4 @@ def test_health_reports_ready_model(server: Server) -> None:
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok"
     assert health["models"] == [{"id": "tiny", "state": "ready"}]
+    assert len(health["config_digest"]) == 12 and health["hostname"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from starlette.requests import Request
@@ -21,6 +22,9 @@ async def health(request: Request) -> JSONResponse:
     body: dict[str, object] = {
         "status": state,
         "version": services.version,
+        # Who this box is in a fleet: behind a load-balancing proxy, these spot a straggler.
+        "hostname": socket.gethostname(),
+        "config_digest": services.config.digest,
         "uptime_s": round(time.time() - services.started_at, 1),
         "models": models,
     }

@@ -5,6 +5,7 @@ Declare (models.py), then load (here) once into an immutable `LoadedConfig`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import types
 import typing
@@ -34,6 +35,11 @@ class LoadedConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     env_paths: frozenset[Path] = frozenset()
     file_paths: frozenset[Path] = frozenset()
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the effective config: boxes of a fleet with the same policy show the same one."""
+        return hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:12]
 
     def source_of(self, path: Path) -> Source:
         if any(path[: len(env_path)] == env_path for env_path in self.env_paths):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,8 @@ def overview(services: Services) -> dict[str, Any]:
     pending = services.approvals_if_present()
     return {
         "version": services.version,
+        "hostname": socket.gethostname(),
+        "config_digest": services.config.digest,
         "uptime_s": time.time() - services.started_at,
         "started_at": services.started_at,
         "bind": f"{server.bind}:{server.port}",
