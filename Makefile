@@ -69,7 +69,7 @@ test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
 
 # The README's test command: lint, the server suites, then the lab session (boxes, play, testinfra).
-test: lint test-fast test-infra
+test: lint lint-infra test-fast test-infra
 
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~10 min).
 bench: $(VENV)/.installed

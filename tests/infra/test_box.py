@@ -187,7 +187,22 @@ def test_chat_completion_on_the_box(host: Any, local_url: str) -> None:
     reply = json.loads(body)
     assert reply["object"] == "chat.completion"
     assert isinstance(reply["choices"][0]["message"]["content"], str)
+    assert reply["usage"]["prompt_tokens"] >= 1
+
+
+def test_text_completion_generates_tokens_on_the_box(host: Any, local_url: str) -> None:
+    # A base model (the demo Gemma 3 270M) may end a chat turn at once; a text prompt always continues.
+    status, body = box_http(
+        host,
+        f"{local_url}/v1/completions",
+        "POST",
+        {"prompt": "The capital of France is", "max_tokens": 8},
+        {"Content-Type": "application/json"},
+    )
+    assert status == 200, body
+    reply = json.loads(body)
     assert reply["usage"]["completion_tokens"] >= 1
+    assert reply["choices"][0]["text"]
 
 
 def test_memory_off_by_default(host: Any, config: dict[str, Any], local_url: str) -> None:
