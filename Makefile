@@ -73,6 +73,7 @@ test: lint lint-infra test-fast test-infra
 
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~10 min).
 bench: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e "appliance[test,demo,bench]"
 	$(VENV)/bin/python tests/bench/bench_inference.py
 	$(VENV)/bin/python -m tests.bench.bench_peers
 	$(VENV)/bin/python -m tests.bench.bench_load
