@@ -95,6 +95,23 @@ def _apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) 
     return model or persona.model
 
 
+async def _generate(
+    request: Request, runtime: Any, method: str, kwargs: dict[str, Any], stream: bool, include_usage: bool, chunk_object: str
+) -> Response:
+    """Run `llm.<method>(**kwargs)` for the request: as an SSE stream, or to completion as JSON."""
+    if stream:
+
+        def stream_work(llm: Any, _guard: Guard) -> Iterator[dict[str, Any]]:
+            yield from getattr(llm, method)(stream=True, **kwargs)
+
+        return await start_stream(request, runtime, stream_work, _usage_chunk(include_usage, chunk_object))
+
+    result, guard = await run_to_completion(request, runtime, lambda llm, _g: getattr(llm, method)(**kwargs))
+    result["model"] = runtime.id
+    _record(request, runtime.id, result, guard)
+    return JSONResponse(result)
+
+
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, ChatCompletionRequest, services.config.config.server.max_body_bytes)
@@ -105,17 +122,7 @@ async def chat_completions(request: Request) -> Response:
     if body.response_format and body.response_format.get("type") == "json_object":
         kwargs["response_format"] = {"type": "json_object"}
 
-    if body.stream:
-
-        def stream_work(llm: Any, _guard: Guard) -> Iterator[dict[str, Any]]:
-            yield from llm.create_chat_completion(stream=True, **kwargs)
-
-        return await start_stream(request, runtime, stream_work, _usage_chunk(body.include_usage, "chat.completion.chunk"))
-
-    result, guard = await run_to_completion(request, runtime, lambda llm, _g: llm.create_chat_completion(**kwargs))
-    result["model"] = runtime.id
-    _record(request, runtime.id, result, guard)
-    return JSONResponse(result)
+    return await _generate(request, runtime, "create_chat_completion", kwargs, body.stream, body.include_usage, "chat.completion.chunk")
 
 
 async def completions(request: Request) -> Response:
@@ -129,17 +136,7 @@ async def completions(request: Request) -> Response:
     if body.suffix is not None:
         kwargs["suffix"] = body.suffix
 
-    if body.stream:
-
-        def stream_work(llm: Any, _guard: Guard) -> Iterator[dict[str, Any]]:
-            yield from llm.create_completion(stream=True, **kwargs)
-
-        return await start_stream(request, runtime, stream_work, _usage_chunk(body.include_usage, "text_completion"))
-
-    result, guard = await run_to_completion(request, runtime, lambda llm, _g: llm.create_completion(**kwargs))
-    result["model"] = runtime.id
-    _record(request, runtime.id, result, guard)
-    return JSONResponse(result)
+    return await _generate(request, runtime, "create_completion", kwargs, body.stream, body.include_usage, "text_completion")
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:
