@@ -130,7 +130,7 @@ def measure(urls: dict[int, str], tokens: int, rounds: int) -> dict[int, dict[in
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="GGUF file (default: the installed gemma3-270m)")
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--slots", default="1,4,8", help="comma-separated parallel settings to compare")
     parser.add_argument("--slot-ctx", type=int, default=1024)

@@ -141,6 +141,9 @@ def test_chat_completions_use_the_chat_template_and_stream(start_slots: Callable
         chunks = [line for line in stream.iter_lines() if line]
     assert chunks[-1] == "data: [DONE]"
     assert '"role":"assistant"' in chunks[0]
+    # json_object: the handler's JSON grammar runs in this request's own sampler chain.
+    constrained = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "max_tokens": 60, "response_format": {"type": "json_object"}}, timeout=60)
+    assert constrained.json()["choices"][0]["message"]["content"].lstrip().startswith("{")
     single = start_server()
     reference = httpx.post(f"{single.url}/v1/chat/completions", json=body, timeout=60).json()
     assert reference["choices"][0]["message"]["content"] == answer["choices"][0]["message"]["content"]
