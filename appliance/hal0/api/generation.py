@@ -23,6 +23,12 @@ from hal0.inference import Guard, ModelRuntime, ModelUnavailable, QueueFull, Unk
 from hal0.services import Services
 
 
+def value_error_code(error: ValueError) -> str:
+    """llama-cpp-python raises ValueError both for a prompt over the context and for other bad values."""
+    text = str(error).lower()
+    return "context_length_exceeded" if "context" in text or "exceed" in text else "invalid_value"
+
+
 def services_of(request: Request) -> Services:
     return request.app.state.services
 
@@ -76,8 +82,8 @@ async def run_to_completion(
         async with cancel_on_disconnect(request, guard):
             try:
                 result = await runtime.run(work, guard)
-            except ValueError as error:  # llama-cpp-python's word for a prompt that does not fit
-                raise bad_request(str(error), code="context_length_exceeded") from None
+            except ValueError as error:  # llama-cpp-python's word for a request it cannot run
+                raise bad_request(str(error), code=value_error_code(error)) from None
             except RuntimeError as error:  # llama_decode failed for this input: the request, not the server
                 raise bad_request(f"generation failed: {error}", code="generation_failed") from None
     if guard.cancel.is_set():
@@ -124,7 +130,7 @@ async def start_stream(
                 chunk["model"] = runtime.id
                 yield sse(chunk)
         except ValueError as error:
-            yield sse({"error": {"message": str(error), "type": "invalid_request_error", "code": "context_length_exceeded"}})
+            yield sse({"error": {"message": str(error), "type": "invalid_request_error", "code": value_error_code(error)}})
         except RuntimeError as error:
             yield sse({"error": {"message": f"generation failed: {error}", "type": "invalid_request_error", "code": "generation_failed"}})
         else:
