@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.bench.common import GEMMA, start_hal0, start_llama_cpp_server, summary, write_result
+from tests.bench.common import GEMMA, SETTLE_S, start_hal0, start_llama_cpp_server, summary, write_result
 
 PROMPT = "The history of the printing press begins"
 
@@ -71,6 +71,7 @@ def bench_model(model: Path, label: str, runs: int, tokens: int, threads: int, w
         for _ in range(runs):
             for side in samples:
                 for stream in (False, True):
+                    time.sleep(SETTLE_S)
                     if side == "direct":
                         rate, first = _direct(direct, body, stream)
                     else:

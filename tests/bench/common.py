@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from typing import Any
 import httpx
 import yaml
 
-# llama.cpp's OpenMP threads spin after each step by default; with several sides on one machine the
-# spinning of one side would slow the next. Passive waiting for every side keeps the comparison fair.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# llama.cpp's OpenMP threads spin briefly after each step; a pause between sides lets one side's
+# spinning end before the next is timed (passive waiting instead would slow every side by a third).
+SETTLE_S = 0.5
 
 ROOT = Path(__file__).parents[2]
 RESULTS = ROOT / "results"
