@@ -5,7 +5,7 @@ TOPOLOGY ?= open
 ANSIBLE_PLAYBOOK = $(INFRA_VENV)/bin/ansible-playbook
 INVENTORY ?= build/lab/inventory.yml
 
-.PHONY: lab lab-proxied lab-down provision test-infra lint-infra infra-venv
+.PHONY: lab lab-proxied lab-down provision test-infra test-fleet lint-infra infra-venv image test-image
 
 # Controller tools (ansible-core, testinfra, linters), installed once into build/infra-venv.
 $(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt
@@ -23,7 +23,8 @@ infra-venv: $(INFRA_VENV)/.installed
 # A lab box provisioned with the default config/ and model; prints the URLs at the end.
 lab: $(INFRA_VENV)/.installed
 	image/lab up $(TOPOLOGY)
-	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml
+	# Fresh boxes serve nothing yet: provision them all at once (later runs roll out one box at a time).
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml -e hal0_serial=100%
 	@image/lab urls
 
 lab-proxied:
@@ -40,10 +41,22 @@ provision: $(INFRA_VENV)/.installed
 test-infra: $(INFRA_VENV)/.installed
 	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m infra tests/infra/test_lab_session.py -v -s
 
+# The fleet (proxy-1 + hal0-1..3): testinfra on every box, failover, rolling updates under a streaming client.
+test-fleet: $(INFRA_VENV)/.installed
+	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m infra tests/infra/test_fleet_session.py -v -s
+
 lint-infra: $(INFRA_VENV)/.installed
-	$(INFRA_VENV)/bin/ansible-lint --profile production site.yml roles/
-	$(INFRA_VENV)/bin/ruff check tests/infra
-	$(INFRA_VENV)/bin/ruff format --check tests/infra
+	$(INFRA_VENV)/bin/ansible-lint --profile production site.yml image/image.yml roles/
+	$(INFRA_VENV)/bin/ruff check tests/infra tests/image image/imagebuild.py
+	$(INFRA_VENV)/bin/ruff format --check tests/infra tests/image image/imagebuild.py
+
+# The appliance image (image/build): build tests/image/image-ci.yaml, boot it as a box (testinfra, changed=0)
+# and under qemu (/health from the host). Root; cached by input hash under /var/cache/hal0/image.
+image: $(INFRA_VENV)/.installed
+	image/build
+
+test-image: $(INFRA_VENV)/.installed
+	PYTHONPATH=$(CURDIR)/appliance PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m image tests/image -v -s
 
 # ---- the server: venv, lint, tests, benchmarks ----------------------------------------------
 VENV ?= .venv
@@ -69,7 +82,7 @@ test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
 
 # The README's test command: lint, the server suites, then the lab session (boxes, play, testinfra).
-test: lint lint-infra test-fast test-infra
+test: lint lint-infra test-fast test-infra test-fleet test-image
 
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~10 min).
 bench: $(VENV)/.installed

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from hal0 import __version__, approvals_cli
+from hal0 import __version__, approvals_cli, memory_cli
 from hal0.config import ConfigError, load_config
 from hal0.config.docs import reference_table
 from hal0.config.models import Hal0Config
@@ -136,6 +136,27 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_validate(args: argparse.Namespace) -> int:
+    from hal0.config.image import load_image
+
+    status = 0
+    for path in args.paths:
+        try:
+            load_image(path)
+        except ConfigError as error:
+            status = _print_config_error(error)
+        else:
+            print(f"{path}: ok")
+    return status
+
+
+def cmd_image_schema(_args: argparse.Namespace) -> int:
+    from hal0.config.image import ImageSpec
+
+    print(json.dumps(ImageSpec.model_json_schema(), indent=2))
+    return 0
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"hal0 {__version__}")
     return 0
@@ -177,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=cmd_models_list)
 
     approvals_cli.add_parser(commands, DEFAULT_CONFIG)
+    memory_cli.add_parser(commands, DEFAULT_CONFIG)
+
+    image = commands.add_parser("image", help="validate the appliance image declaration (image/image.yaml)")
+    image_commands = image.add_subparsers(dest="image_command", required=True, metavar="SUBCOMMAND")
+    image_validate = image_commands.add_parser("validate", help="check image declarations; exit 1 naming every problem")
+    image_validate.add_argument("paths", nargs="+", metavar="PATH")
+    image_validate.set_defaults(run=cmd_image_validate)
+    image_commands.add_parser("schema", help="print the image declaration's JSON Schema").set_defaults(run=cmd_image_schema)
 
     commands.add_parser("version", help="print the version").set_defaults(run=cmd_version)
     return parser
@@ -186,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "approvals":
         return approvals_cli.run(args, _config_path(None))
+    if args.command == "memory":
+        return memory_cli.run(args, _config_path(None))
     return args.run(args)
 
 

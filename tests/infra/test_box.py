@@ -86,7 +86,9 @@ def posture(host: Any) -> str:
 
 @pytest.fixture(scope="module")
 def local_url(config: dict[str, Any]) -> str:
-    return f"http://127.0.0.1:{config['server']['port']}"
+    # Loopback, unless hal0 binds one address (its LAN address behind a proxy on another box).
+    bind = config["server"]["bind"]
+    return f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::', '127.0.0.1') else bind}:{config['server']['port']}"
 
 
 @pytest.mark.parametrize("package", ["python3-venv", "libgomp1"])
@@ -164,6 +166,11 @@ def test_listening_socket_per_posture(host: Any, config: dict[str, Any], posture
     port = config["server"]["port"]
     if posture == "proxy-same-box":
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    elif posture == "proxy-remote":
+        # Its LAN address only (ansible_host), never every interface.
+        assert config["server"]["bind"] == host.ansible.get_variables()["ansible_host"]
+        assert host.socket(f"tcp://{config['server']['bind']}:{port}").is_listening
         assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
     else:
         assert host.socket(f"tcp://{config['server']['bind']}:{port}").is_listening

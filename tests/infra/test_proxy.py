@@ -186,3 +186,69 @@ def test_hal0_unreachable_from_the_lan(runner: Any, proxy: Proxy) -> None:
         except OSError:
             reachable = False
         assert not reachable, f"{address}:8080 must not be reachable from the LAN behind a proxy"
+
+
+def connect_from(box: Any, address: str, port: int) -> str:
+    """What a TCP connect from `box` (a testinfra host) to address:port gives: ok, refused or timeout."""
+    script = (
+        "import socket, sys\n"
+        "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print('ok')\n"
+        "except ConnectionRefusedError:\n    print('refused')\n"
+        "except OSError:\n    print('timeout')\n"
+    )
+    return str(box.check_output("python3 -c %s %s %s", script, address, str(port))).strip()
+
+
+def test_only_the_proxy_reaches_hal0(runner: Any, proxy: Proxy, inventory_path: str) -> None:
+    import testinfra
+
+    hal0_boxes = [name for name in runner.get_hosts("hal0") if name != proxy.name]
+    if not hal0_boxes:
+        pytest.skip("hal0 shares the proxy's box (binds 127.0.0.1)")
+    proxy_box = testinfra.get_host(f"ansible://{proxy.name}", ansible_inventory=inventory_path)
+    lan_client = runner.get_variables(proxy.name).get("hal0_lab_lan_client")
+    for name in hal0_boxes:
+        address = address_of(runner, name)
+        assert connect_from(proxy_box, address, 8080) == "ok", f"the proxy must reach {name} ({address}:8080)"
+        # This machine is a LAN client that is not the proxy: refused by the box's nftables (a TCP reset).
+        if lan_client:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((address, 8080), timeout=3).close()
+        # Another hal0 box is a LAN client too.
+        for other in hal0_boxes:
+            if other != name:
+                box = testinfra.get_host(f"ansible://{other}", ansible_inventory=inventory_path)
+                assert connect_from(box, address, 8080) == "refused", f"{other} reached {name}"
+
+
+def box_of(http: httpx.Client, agent: str | None) -> str:
+    headers = {"X-hal0-Agent": agent} if agent else {}
+    response = http.get("/health", headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["hostname"])
+
+
+def test_agents_stick_to_one_box(runner: Any, proxy: Proxy) -> None:
+    boxes = set(runner.get_hosts("hal0"))
+    agents = [f"agent-{i}" for i in range(32)]
+    with client(proxy, auth=proxy.auth) as http:
+        first = {agent: box_of(http, agent) for agent in agents}
+        again = {agent: box_of(http, agent) for agent in agents}
+    assert first == again, "an agent must always reach the same box"
+    assert len(set(first.values())) == len(boxes), f"32 agents should spread over every box: {sorted(set(first.values()))}"
+
+
+def test_requests_without_an_agent_are_balanced(runner: Any, proxy: Proxy, inventory_path: str) -> None:
+    import testinfra
+
+    boxes = runner.get_hosts("hal0")
+    if len(boxes) < 2:
+        pytest.skip("one hal0 box")
+    marker = os.urandom(6).hex()
+    with client(proxy, auth=proxy.auth) as http:
+        for _ in range(2 * len(boxes)):
+            assert http.get(f"/v1/models?probe={marker}").status_code == 200
+    proxy_box = testinfra.get_host(f"ansible://{proxy.name}", ansible_inventory=inventory_path)
+    log = proxy_box.check_output("grep -F %s /var/log/nginx/hal0-access.log", f"probe={marker}")
+    upstreams = {line.split("upstream=")[1].split()[0] for line in log.splitlines()}
+    assert len(upstreams) == len(boxes), f"header-less /v1/ requests went to {upstreams}"

@@ -38,8 +38,10 @@ class LoadedConfig:
 
     @property
     def digest(self) -> str:
-        """A short hash of the effective config: boxes of a fleet with the same policy show the same one."""
-        return hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:12]
+        """A short hash of the effective config: boxes of a fleet with the same policy show the same one.
+
+        server.bind is left out: behind a proxy each box of a fleet binds its own LAN address."""
+        return hashlib.sha256(self.config.model_dump_json(exclude={"server": {"bind"}}).encode()).hexdigest()[:12]
 
     def source_of(self, path: Path) -> Source:
         if any(path[: len(env_path)] == env_path for env_path in self.env_paths):
@@ -106,9 +108,9 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _field_info(path: Path) -> Any:
+def _field_info(path: Path, root: type[BaseModel] = Hal0Config) -> Any:
     """The pydantic FieldInfo at a path through the models, or None."""
-    owner: Any = Hal0Config
+    owner: Any = root
     info = None
     for part in path:
         owner = _unwrap(owner)
@@ -123,8 +125,8 @@ def _field_info(path: Path) -> Any:
     return info
 
 
-def _constraints(path: Path) -> dict[str, Any]:
-    info = _field_info(path)
+def _constraints(path: Path, root: type[BaseModel] = Hal0Config) -> dict[str, Any]:
+    info = _field_info(path, root)
     found: dict[str, Any] = {}
     for item in getattr(info, "metadata", []):
         for key in ("ge", "gt", "le", "lt"):
@@ -133,8 +135,8 @@ def _constraints(path: Path) -> dict[str, Any]:
     return found
 
 
-def _allowed_keys(parent: Path) -> list[str]:
-    owner: Any = Hal0Config
+def _allowed_keys(parent: Path, root: type[BaseModel] = Hal0Config) -> list[str]:
+    owner: Any = root
     for part in parent:
         owner = _unwrap(owner)
         if isinstance(part, int):
@@ -164,7 +166,10 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path:
     return tuple(path)
 
 
-def _validation_issues(error: ValidationError, document: YamlDocument, source: str, env_sources: dict[Path, str]) -> list[ConfigIssue]:
+def _validation_issues(
+    error: ValidationError, document: YamlDocument, source: str, env_sources: dict[Path, str], root: type[BaseModel] = Hal0Config
+) -> list[ConfigIssue]:
+    """pydantic's errors as operator-facing issues with file:line:col (`root`: the model validated, Hal0Config by default)."""
     issues: list[ConfigIssue] = []
     errors = error.errors(include_url=False)
     failing = [tuple(item["loc"]) for item in errors]
@@ -183,10 +188,10 @@ def _validation_issues(error: ValidationError, document: YamlDocument, source: s
         path = _data_path(document.data, tuple(item["loc"]))
         if item["type"] == "extra_forbidden":
             position = document.position_of(path, key=True)
-            message = phrase(item, {}, _allowed_keys(path[:-1]))
+            message = phrase(item, {}, _allowed_keys(path[:-1], root))
         else:
             position = document.position_of(path)
-            message = phrase(item, _constraints(path), [])
+            message = phrase(item, _constraints(path, root), [])
         where = next((name for prefix, name in env_sources.items() if path[: len(prefix)] == prefix), None)
         if where is not None:
             issues.append(ConfigIssue(where, 1, 1, path, message))
