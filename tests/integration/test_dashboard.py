@@ -96,3 +96,16 @@ def test_memory_tab_lists_namespaces_and_searches(start_server: Callable[..., Se
     found = get(server, "/ui/memory?ns=scribe&q=backup").text
     assert "rack 4 holds the backup box" in found and "printer" not in found
     assert "No items." in get(server, "/ui/memory?ns=other").text  # an empty namespace, not an error
+
+
+def test_overview_shows_a_rejected_first_boot_config(start_server, tmp_path) -> None:
+    import httpx
+
+    report = tmp_path / "firstboot-error.txt"
+    report.write_text("/boot/efi/hal0.yaml:3:9 server.port: must be >= 1 and <= 65535, got 0\n")
+    server = start_server(env={"HAL0_FIRSTBOOT_ERROR": str(report)})
+    page = httpx.get(f"{server.url}/").text
+    assert "was rejected at first boot" in page
+    assert "server.port: must be &gt;= 1" in page or "server.port: must be >= 1" in page
+    clean = start_server(env={"HAL0_FIRSTBOOT_ERROR": str(tmp_path / "absent.txt")})
+    assert "rejected at first boot" not in httpx.get(f"{clean.url}/").text

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hal0.firstboot import firstboot_error
 from hal0.services import Services
 
 _ALL_INTERFACES = ("0.0.0.0", "::", "[::]")
@@ -74,4 +75,5 @@ def overview(services: Services) -> dict[str, Any]:
         "memory_enabled": services.memory.enabled,
         "pending_approvals": pending.pending_count() if pending is not None else 0,
         "last_reload": services.last_reload,
+        "firstboot_error": firstboot_error(),
     }
