@@ -104,7 +104,9 @@ def test_session(lab: str, tmp_path: Path) -> None:
     assert "edited by the infra test" in box("hal0-1", "cat /etc/hal0/hal0.yaml")
     assert box("hal0-1", "systemctl show -p MainPID --value hal0") == pid, "a policy change must not restart hal0"
     assert box("hal0-1", "systemctl show -p NRestarts --value hal0") == restarts
-    health = box("hal0-1", "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/health').read().decode())\"")
+    # Behind a proxy on another box, hal0 binds its LAN address (ansible_host), not loopback.
+    host = "127.0.0.1" if lab == "open" else yaml.safe_load(INVENTORY.read_text())["all"]["children"]["hal0"]["hosts"]["hal0-1"]["ansible_host"]
+    health = box("hal0-1", f"python3 -c \"import urllib.request as u; print(u.urlopen('http://{host}:8080/health').read().decode())\"")
     assert '"status":"ok"' in health.replace(" ", "")
 
     step("broken config")
