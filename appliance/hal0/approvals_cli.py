@@ -31,11 +31,8 @@ def default_url(config_path: str) -> str:
     return f"http://{host}:{server.port}"
 
 
-def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        response = httpx.request(method, args.url.rstrip("/") + path, timeout=60, **kwargs)
-    except httpx.TransportError as error:
-        raise CliError(f"cannot reach hal0 at {args.url}: {error} (is it running? see --url)") from None
+def check_response(response: httpx.Response) -> Any:
+    """The JSON body, or CliError carrying the server's own error message."""
     if response.status_code >= 400:
         try:
             message = response.json()["error"]["message"]
@@ -43,6 +40,14 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
             message = response.text
         raise CliError(f"{response.status_code}: {message}")
     return response.json()
+
+
+def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        response = httpx.request(method, args.url.rstrip("/") + path, timeout=60, **kwargs)
+    except httpx.TransportError as error:
+        raise CliError(f"cannot reach hal0 at {args.url}: {error} (is it running? see --url)") from None
+    return check_response(response)
 
 
 def _when(timestamp: float | None) -> str:

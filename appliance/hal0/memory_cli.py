@@ -25,7 +25,7 @@ from typing import IO, Any
 import httpx
 
 from hal0.agents import AGENT_HEADER
-from hal0.approvals_cli import CliError, default_url
+from hal0.approvals_cli import CliError, check_response, default_url
 from hal0.config import ConfigError
 
 PAGE = 100
@@ -41,19 +41,9 @@ def _client(args: argparse.Namespace) -> httpx.Client:
     return httpx.Client(base_url=args.url.rstrip("/"), auth=auth, verify=verify, timeout=60, headers={AGENT_HEADER: args.agent})
 
 
-def _check(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        raise CliError(f"{response.status_code}: {message}")
-    return response.json()
-
-
 def _send(args: argparse.Namespace, http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     try:
-        return _check(http.request(method, path, **kwargs))
+        return check_response(http.request(method, path, **kwargs))
     except httpx.TransportError as error:
         raise CliError(f"cannot reach hal0 at {args.url}: {error} (is it running? see --url)") from None
 
