@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hal0.config.errors import ConfigError, ConfigIssue, CrossFieldError
-from hal0.config.loader import _validation_issues
+from hal0.config.loader import _validation_issues, read_source
 from hal0.config.models import MODEL_ID_PATTERN
 from hal0.config.yaml_source import parse_yaml
 
@@ -141,12 +141,7 @@ def load_image_text(text: str, source: str) -> ImageSpec:
 def load_image(path: str | os.PathLike[str]) -> ImageSpec:
     """Read and validate an image declaration; ConfigError lists every problem with file:line:col."""
     source = str(path)
-    try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue(source, 1, 1, (), "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([ConfigIssue(source, 1, 1, (), f"cannot read file: {error}")]) from None
+    text = read_source(path)
     spec = load_image_text(text, source)
     problems: list[ConfigIssue] = []
     if not (resolve(path, spec.config) / "hal0.yaml").is_file():

@@ -241,14 +241,18 @@ def load_text(text: str, source: str, environ: Mapping[str, str] | None = None, 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *, check_files: bool = False) -> LoadedConfig:
     """Read and validate a config file."""
+    return load_text(read_source(path), str(path), environ, check_files=check_files)
+
+
+def read_source(path: str | os.PathLike[str]) -> str:
+    """A config file's text; a missing or unreadable file is a ConfigError like any other problem."""
     source = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
+        return FsPath(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(source, 1, 1, (), "file not found")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([ConfigIssue(source, 1, 1, (), f"cannot read file: {error}")]) from None
-    return load_text(text, source, environ, check_files=check_files)
 
 
 def _deep_copy(data: Any) -> Any:
