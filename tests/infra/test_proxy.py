@@ -41,6 +41,7 @@ class Proxy:
     auth: tuple[str, str]
     server_name: str
     cafile: str
+    keepalive_s: int
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,7 @@ def proxy(runner: Any, inventory_path: str) -> Iterator[Proxy]:
         auth=(user, password),
         server_name=variables.get("reverse_proxy_server_name", name),
         cafile=handle.name,
+        keepalive_s=int(variables.get("reverse_proxy_keepalive_timeout_s", 0)),
     )
     os.unlink(handle.name)
 
@@ -102,6 +104,17 @@ def test_200_with_credentials(proxy: Proxy) -> None:
     assert models.status_code == 200
     assert models.json()["data"]
     assert "strict-transport-security" in health.headers
+
+
+def test_one_request_per_client_connection(proxy: Proxy) -> None:
+    # The default (0): no idle keep-alive connection for an nginx reload (a drain) to close under a request.
+    with client(proxy, auth=proxy.auth) as http:
+        response = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+    assert response.status_code == 200, response.text
+    if proxy.keepalive_s == 0:
+        assert response.headers["connection"] == "close"
+    else:
+        assert response.headers.get("connection", "keep-alive") == "keep-alive"
 
 
 def test_chat_completion_through_the_proxy(proxy: Proxy) -> None:
