@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 import typing
 from typing import Any
 
@@ -13,10 +14,23 @@ from hal0.config.models import Hal0Config
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("hal0.config.models.", "")
-    for noise in ("Annotated[", "NoneType"):
-        text = text.replace(noise, "None" if noise == "NoneType" else "")
-    return getattr(annotation, "__name__", text) if isinstance(annotation, type) else text
+    """A field's type as a reader would write it: constraints (Annotated metadata) dropped, unions with |."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if annotation is type(None):
+        return "None"
+    if annotation is Ellipsis:
+        return "..."
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(arg) for arg in args)}]"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _model_inside(annotation: Any) -> tuple[type[BaseModel] | None, bool]:

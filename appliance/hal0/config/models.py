@@ -224,34 +224,34 @@ class ModelConfig(_Section):
 class GenerationParams(_Section):
     """Default sampling parameters a persona applies; a request may override them."""
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=1)
-    stop: tuple[str, ...] | None = None
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature, 0-2 (null: the request's or llama.cpp's).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling, above 0 up to 1.")
+    top_k: int | None = Field(None, ge=0, description="Sample from the k most likely tokens (0: all).")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens generated when the request names no max_tokens.")
+    stop: tuple[str, ...] | None = Field(None, description="Stop sequences used when the request names none.")
 
 
 class PersonaLimits(_Section):
     """Ceilings a request from this agent may not exceed, whatever it asks for."""
 
-    max_tokens: int | None = Field(None, ge=1)
-    max_temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens one request may generate: a larger max_tokens is refused (400), none means this.")
+    max_temperature: float | None = Field(None, ge=0, le=2, description="Highest temperature a request may ask for (higher is refused, 400).")
 
 
 class PersonaMemory(_Section):
     """Per-persona memory limits, tighter than the global ones."""
 
-    max_items: int | None = Field(None, ge=1)
-    max_item_bytes: int | None = Field(None, ge=64)
+    max_items: int | None = Field(None, ge=1, description="Items this agent may keep; the smaller of this and memory.max_items_per_agent applies.")
+    max_item_bytes: int | None = Field(None, ge=64, description="Largest item text in bytes; the smaller of this and memory.max_item_bytes applies.")
 
 
 class Persona(_Section):
     """How hal0 treats one agent id: prompt, model, defaults and the tools it may use."""
 
     id: AgentId = Field(description="The X-hal0-Agent value this persona applies to.")
-    description: str = ""
+    description: str = Field("", description="Free text for operators; never sent to the model.")
     model: ModelId | None = Field(None, description="Model used when a request names none.")
-    system_prompt: str | None = None
+    system_prompt: str | None = Field(None, description="Prepended as the system message of this agent's chats.")
     params: GenerationParams = GenerationParams()
     limits: PersonaLimits = PersonaLimits()
     memory: PersonaMemory = PersonaMemory()
@@ -289,7 +289,7 @@ class RuleExamples(_Section):
 
 class ApprovalRule(_Section):
     match: RuleMatch = RuleMatch()
-    decision: Literal["allow", "ask", "deny"]
+    decision: Literal["allow", "ask", "deny"] = Field(description="allow: run now; ask: enqueue an approval; deny: refuse.")
     reason: str = Field(min_length=1, description="Shown to the approver and returned on deny.")
     expires_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = Field(
         None, description="A granted approval of this rule is valid this long (e.g. 10m) for the same call."
