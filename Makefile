@@ -62,7 +62,7 @@ test-image: $(INFRA_VENV)/.installed
 VENV ?= .venv
 HAL0_BACKEND ?= cpu
 
-.PHONY: venv test test-fast lint bench serve
+.PHONY: venv test test-fast lint bench bench-proxy-reloads serve
 
 # The dev/test venv: hal0 (editable) with its test and demo extras, over the cached llama.cpp wheel.
 $(VENV)/.installed: appliance/pyproject.toml image/llama-wheel
@@ -87,12 +87,16 @@ test: lint lint-infra test-fast test-infra test-fleet test-image
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~10 min).
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e "appliance[test,demo,bench]"
-	$(VENV)/bin/python tests/bench/bench_inference.py
+	$(VENV)/bin/python -m tests.bench.bench_inference
 	$(VENV)/bin/python -m tests.bench.bench_peers
 	$(VENV)/bin/python -m tests.bench.bench_load
 	$(VENV)/bin/python tests/bench/bench_memory.py
 	if [ -f tests/bench/bench_batching.py ]; then $(VENV)/bin/python -m tests.bench.bench_batching; fi
 	$(VENV)/bin/python -m tests.bench.report
+
+# Client keep-alive vs nginx reloads through the fleet lab's proxy (`make lab TOPOLOGY=fleet` first; root).
+bench-proxy-reloads: $(INFRA_VENV)/.installed
+	$(INFRA_VENV)/bin/python -m tests.bench.bench_proxy_reloads
 
 # The 10-minute soak (loopback only, bounded, stops by itself); CI runs a 20-second version.
 soak: $(VENV)/.installed

@@ -21,17 +21,16 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import yaml
+
+from tests.bench.common import GEMMA, Process, start_hal0
 
 ROOT = Path(__file__).parents[2]
-DEFAULT_MODELS = [Path("/var/lib/hal0/models/gemma-3-270m-q4_k_m.gguf"), Path("/var/cache/hal0/models/gemma-3-270m-q4_k_m.gguf")]
 PROMPTS = [
     "The history of the printing press begins",
     "Once upon a time, in a small village by the sea,",
@@ -47,27 +46,9 @@ CLIENTS = (1, 2, 4, 8)
 NO_END = {"1": -100, "106": -100}
 
 
-def start_hal0(model: Path, parallel: int, slot_ctx: int, threads: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    config = {
-        "server": {"bind": "127.0.0.1", "port": port, "log_level": "warning", "queue_limit": 64},
-        "models": [{
-            "id": "bench", "path": str(model), "default": True, "parallel": parallel, "n_ctx": slot_ctx * parallel,
-            "n_batch": 512, "n_threads": threads, "n_threads_batch": threads,
-        }],
-    }
-    path = workdir / f"hal0-{parallel}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "hal0.cli", "serve", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("hal0 did not become healthy")
+def start_server(model: Path, parallel: int, slot_ctx: int, threads: int, port: int, workdir: Path) -> Process:
+    settings = {"parallel": parallel, "n_ctx": slot_ctx * parallel, "n_batch": 512, "n_threads": threads, "n_threads_batch": threads}
+    return start_hal0(workdir, port, [{"id": "bench", "path": str(model), "default": True, **settings}], server={"queue_limit": 64})
 
 
 async def one_stream(client: httpx.AsyncClient, prompt: str, tokens: int) -> dict[str, float]:
@@ -139,7 +120,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_batching.json")
     args = parser.parse_args()
 
-    model = args.model or next((path for path in DEFAULT_MODELS if path.is_file()), None)
+    model = args.model or next((path for path in GEMMA if path.is_file()), None)
     if model is None:
         raise SystemExit("gemma3-270m not found: hal0 models install gemma3-270m --dir DIR, or pass --model")
     workdir = Path(tempfile.mkdtemp(prefix="hal0-bench-"))
@@ -149,13 +130,12 @@ def main() -> int:
     servers = {}
     try:
         for index, parallel in enumerate(settings):
-            servers[parallel] = start_hal0(model, parallel, args.slot_ctx, args.threads, args.port + index, workdir)
+            servers[parallel] = start_server(model, parallel, args.slot_ctx, args.threads, args.port + index, workdir)
         urls = {parallel: f"http://127.0.0.1:{args.port + index}" for index, parallel in enumerate(settings)}
         results = measure(urls, args.tokens, args.rounds)
     finally:
         for server in servers.values():
-            server.terminate()
-            server.wait(10)
+            server.stop()
 
     base, others = settings[0], settings[1:]
     print("\n| clients | " + " | ".join(f"parallel {p}: aggregate tok/s, per-stream tok/s, TTFT p95 ms" for p in settings)

@@ -1,6 +1,6 @@
 """hal0's API vs llama-cpp-python called directly, same model and settings, in one run.
 
-    python tests/bench/bench_inference.py [--model PATH] [--runs N] [--tokens N]
+    python -m tests.bench.bench_inference [--model PATH] [--runs N] [--tokens N]
 
 Measures, interleaving the two sides so drift hits both alike:
   * generated tokens/s of a non-streaming completion (`--tokens`, default 128), median of runs;
@@ -15,17 +15,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import yaml
+
+from tests.bench.common import GEMMA, Process, start_hal0
 
 ROOT = Path(__file__).parents[2]
-DEFAULT_MODELS = [Path("/var/lib/hal0/models/gemma-3-270m-q4_k_m.gguf"), Path("/var/cache/hal0/models/gemma-3-270m-q4_k_m.gguf")]
 PROMPT = "The history of the printing press begins"
 
 
@@ -33,24 +32,8 @@ def settings(threads: int) -> dict:
     return {"n_ctx": 1024, "n_batch": 512, "n_threads": threads, "n_threads_batch": threads}
 
 
-def start_hal0(model: Path, threads: int, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    config = {
-        "server": {"bind": "127.0.0.1", "port": port, "log_level": "warning"},
-        "models": [{"id": "bench", "path": str(model), "default": True, **settings(threads)}],
-    }
-    path = workdir / "hal0.yaml"
-    path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "hal0.cli", "serve", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("hal0 did not become healthy")
+def start_server(model: Path, threads: int, port: int, workdir: Path) -> Process:
+    return start_hal0(workdir, port, [{"id": "bench", "path": str(model), "default": True, **settings(threads)}])
 
 
 def main() -> int:
@@ -66,7 +49,7 @@ def main() -> int:
     from llama_cpp import Llama
 
     workdir = Path(tempfile.mkdtemp(prefix="hal0-bench-"))
-    model = args.model or next((path for path in DEFAULT_MODELS if path.is_file()), None)
+    model = args.model or next((path for path in GEMMA if path.is_file()), None)
     if model is None:
         from hal0.inference.test_model import write_test_model
 
@@ -75,7 +58,7 @@ def main() -> int:
 
     body = {"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0, "seed": 1}
     direct = Llama(model_path=str(model), verbose=False, seed=1, **settings(args.threads))
-    server = start_hal0(model, args.threads, args.port, workdir)
+    server = start_server(model, args.threads, args.port, workdir)
     client = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=300)
     rates: dict[str, list[float]] = {"direct": [], "hal0": []}
     ttft: dict[str, list[float]] = {"direct": [], "hal0": []}
@@ -107,8 +90,7 @@ def main() -> int:
                 ttft["hal0"].append(first)
     finally:
         client.close()
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
     result = {
         "model": str(model),

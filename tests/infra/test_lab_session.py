@@ -50,6 +50,20 @@ def changed(output: str) -> dict[str, int]:
     return {host: int(count) for host, _, count, _, _ in RECAP.findall(output)}
 
 
+def testinfra() -> None:
+    """The README's verify command (tests/infra box and proxy checks) against every box of the lab."""
+    run(
+        BIN / "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "tests/infra/test_box.py",
+        "tests/infra/test_proxy.py",
+        "--hosts=ansible://hal0",
+        f"--ansible-inventory={INVENTORY}",
+    )
+
+
 def box(name: str, command: str) -> str:
     return run(REPO / "image" / "lab", "ssh", name, command).stdout.strip()
 
@@ -80,16 +94,7 @@ def test_session(lab: str, tmp_path: Path) -> None:
     assert all(v == 0 for v in changed(dry.stdout).values()), dry.stdout[-4000:]
 
     step("testinfra")
-    run(
-        BIN / "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "tests/infra/test_box.py",
-        "tests/infra/test_proxy.py",
-        "--hosts=ansible://hal0",
-        f"--ansible-inventory={INVENTORY}",
-    )
+    testinfra()
 
     step("policy reload")
     pid = box("hal0-1", "systemctl show -p MainPID --value hal0")
