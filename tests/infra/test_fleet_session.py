@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from tests.infra.conftest import REPO
-from tests.infra.test_lab_session import INVENTORY, changed, play, run, testinfra
+from tests.infra.test_lab_session import INVENTORY, changed, play, run, run_testinfra
 
 pytestmark = pytest.mark.infra
 
@@ -153,7 +153,7 @@ def test_fleet_session(fleet: None, tmp_path: Path) -> None:
     assert changed(second.stdout) and all(v == 0 for v in changed(second.stdout).values()), changed(second.stdout)
 
     step("testinfra")
-    testinfra()
+    run_testinfra()
 
     inventory = yaml.safe_load(INVENTORY.read_text())
     password = inventory["all"]["children"]["proxy"]["vars"]["reverse_proxy_basic_auth_users"][0]["password"]

@@ -50,7 +50,7 @@ def changed(output: str) -> dict[str, int]:
     return {host: int(count) for host, _, count, _, _ in RECAP.findall(output)}
 
 
-def testinfra() -> None:
+def run_testinfra() -> None:
     """The README's verify command (tests/infra box and proxy checks) against every box of the lab."""
     run(
         BIN / "pytest",
@@ -94,7 +94,7 @@ def test_session(lab: str, tmp_path: Path) -> None:
     assert all(v == 0 for v in changed(dry.stdout).values()), dry.stdout[-4000:]
 
     step("testinfra")
-    testinfra()
+    run_testinfra()
 
     step("policy reload")
     pid = box("hal0-1", "systemctl show -p MainPID --value hal0")
