@@ -8,6 +8,7 @@ The basic-auth user comes from the proxy's inventory variables, or HAL0_PROXY_US
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -227,11 +228,13 @@ def test_only_the_proxy_reaches_hal0(runner: Any, proxy: Proxy, inventory_path: 
         if lan_client:
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection((address, 8080), timeout=3).close()
-        # Another hal0 box is a LAN client too.
+        # Another hal0 box is a LAN client too: refused unless the inventory's hal0_allowed_clients lets it in.
+        allowed = [ipaddress.ip_network(client) for client in runner.get_variables(name).get("hal0_allowed_clients", [])]
         for other in hal0_boxes:
             if other != name:
                 box = testinfra.get_host(f"ansible://{other}", ansible_inventory=inventory_path)
-                assert connect_from(box, address, 8080) == "refused", f"{other} reached {name}"
+                let_in = any(ipaddress.ip_address(address_of(runner, other)) in network for network in allowed)
+                assert connect_from(box, address, 8080) == ("ok" if let_in else "refused"), f"{other} -> {name}"
 
 
 def box_of(http: httpx.Client, agent: str | None) -> str:
