@@ -33,9 +33,9 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": st
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
-def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
-    done = subprocess.run([str(a) for a in args], cwd=REPO, env=ENV, capture_output=True, text=True, check=False)
+    done = subprocess.run([str(a) for a in args], cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, check=False)
     print(f"$ {' '.join(map(str, args))}  ({time.monotonic() - started:.1f}s, rc={done.returncode})")
     if check and done.returncode != 0:
         pytest.fail(f"{args[0]} failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}")

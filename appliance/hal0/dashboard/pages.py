@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -114,6 +114,13 @@ async def fragment(request: Request) -> Response:
     return render(request, "_missing.html", status=404, name=name)
 
 
+async def fleet_boxes(request: Request) -> Response:
+    """No fleet seen from here. roles/reverse_proxy answers this path itself with the boxes it forwards
+    to, so the Overview viewed through the proxy lists them; on hal0's own port the list is empty and the
+    Overview's fleet section stays hidden (an empty answer rather than a 404 the browser would log)."""
+    return JSONResponse({"boxes": []}, headers={"Cache-Control": "no-store"})
+
+
 routes: list[BaseRoute] = [
     Route("/", overview_page, methods=["GET"]),
     Route("/ui/models", models_page, methods=["GET"]),
@@ -122,5 +129,6 @@ routes: list[BaseRoute] = [
     Route("/ui/memory", memory_page, methods=["GET"]),
     Route("/ui/config", config_page, methods=["GET"]),
     Route("/ui/fragments/{name}", fragment, methods=["GET"]),
+    Route("/fleet/boxes.json", fleet_boxes, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
 ]

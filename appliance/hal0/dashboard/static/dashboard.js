@@ -4,6 +4,8 @@
 // 2. Approve/Deny forms call the approval API without X-hal0-Agent: the human channel.
 // 3. The MCP tab probes /mcp/* for real from this browser (same-origin fetch sends the Origin
 //    and Host the gate checks), so it shows what a client here would really get.
+// 4. Through the reverse proxy, the Overview lists every box of the fleet (the proxy's
+//    fleet/boxes.json and each box's /health), so a straggler (other version or config) stands out.
 // Every URL is relative: <base href> (set by the server) makes them work under a proxy prefix.
 "use strict";
 
@@ -196,8 +198,86 @@
     if (event.target.closest("[data-probe-again]")) probeAll();
   });
 
+  // -- the fleet, as the proxy sees it ----------------------------------------------------------
+
+  const FLEET_MS = 5000;
+
+  async function fetchJson(url) {
+    const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return response.json();
+  }
+
+  function cell(row, label, text, className) {
+    const td = document.createElement("td");
+    td.dataset.label = label;
+    td.textContent = text;
+    if (className) td.className = className;
+    row.append(td);
+  }
+
+  async function fleet(section) {
+    let boxes;
+    try {
+      boxes = (await fetchJson("fleet/boxes.json")).boxes;
+    } catch {
+      return; // not behind roles/reverse_proxy: the section stays hidden
+    }
+    if (!Array.isArray(boxes) || boxes.length === 0) return;
+    section.hidden = false;
+    const healths = await Promise.all(boxes.map((box) => fetchJson(`fleet/${box}/health`).catch((error) => ({ error: String(error.message || error) }))));
+    // What most reachable boxes run; any other version or config digest is a straggler.
+    const counts = new Map();
+    for (const health of healths) {
+      if (health.error) continue;
+      const key = `${health.version} ${health.config_digest}`;
+      counts.set(key, (counts.get(key) || 0) + 1);
+    }
+    const majority = [...counts.entries()].sort((a, b) => b[1] - a[1])[0];
+    const rows = boxes.map((box, index) => {
+      const health = healths[index];
+      const row = document.createElement("tr");
+      row.dataset.box = box;
+      const name = document.createElement("th");
+      name.scope = "row";
+      name.dataset.label = "Box";
+      name.textContent = health.hostname || "?";
+      row.append(name);
+      cell(row, "Address", box);
+      if (health.error) {
+        cell(row, "Health", `unreachable (${health.error})`, "state-failed");
+        cell(row, "Version", "—");
+        cell(row, "Config", "—");
+        cell(row, "Fleet", "—");
+      } else {
+        cell(row, "Health", health.status, `state-${health.status}`);
+        cell(row, "Version", health.version);
+        cell(row, "Config", health.config_digest);
+        const same = majority && `${health.version} ${health.config_digest}` === majority[0];
+        cell(row, "Fleet", same ? "in step" : "straggler", same ? "state-ok" : "state-pending");
+        row.dataset.straggler = same ? "0" : "1";
+      }
+      return row;
+    });
+    document.getElementById("fleet-rows").replaceChildren(...rows);
+    const down = healths.filter((health) => health.error).length;
+    const stragglers = rows.filter((row) => row.dataset.straggler === "1").length;
+    document.getElementById("fleet-summary").textContent =
+      `${boxes.length} box${boxes.length === 1 ? "" : "es"}; ${down} unreachable; ${stragglers} straggler${stragglers === 1 ? "" : "s"}` +
+      (majority ? `; most run ${majority[0].replace(" ", ", config ")}` : "");
+    section.dataset.done = "1";
+  }
+
+  function pollFleet(section) {
+    const next = () => setTimeout(() => pollFleet(section), FLEET_MS);
+    if (document.hidden) { next(); return; }
+    fleet(section).finally(() => { if (!section.hidden) next(); });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     probeAll();
     if (document.querySelector("[data-refresh]")) setTimeout(poll, POLL_MS);
+    const section = document.querySelector("[data-fleet]");
+    if (section) pollFleet(section);
   });
 })();
