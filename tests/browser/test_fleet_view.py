@@ -3,7 +3,8 @@ proxy (the fleet session runs this file with HAL0_FLEET_* set) one row per box w
 
 HAL0_FLEET_PROXY   the proxy's URL (https://...), HAL0_FLEET_AUTH  user:password,
 HAL0_FLEET_EXPECT  comma-separated ADDRESS=HOSTNAME (a healthy box) or ADDRESS=unreachable,
-HAL0_FLEET_STRAGGLERS  how many reachable boxes run another version or config than most.
+HAL0_FLEET_STRAGGLERS  how many reachable boxes run another version or config than most,
+HAL0_FLEET_DRAINED  comma-separated addresses the proxy has drained (out of rotation).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def test_fleet_section_hidden_on_hal0s_own_port(browser: Any, server: Server, pa
     page = new_page(browser, page_errors)
     with page.expect_response(lambda response: response.url.endswith("/fleet/boxes.json")) as answer:
         page.goto(f"{server.url}/")
-    assert answer.value.json() == {"boxes": []}
+    assert answer.value.json() == {"boxes": [], "drained": []}
     expect(page.locator("#ov-hostname")).not_to_be_empty()
     expect(page.locator("#fleet")).to_be_hidden()
     assert page_errors == []
@@ -51,6 +52,10 @@ def test_fleet_through_the_proxy(browser: Any, page_errors: list[str]) -> None:
         else:
             expect(row.locator("th")).to_have_text(state)
             expect(row.locator('td[data-label="Health"]')).to_have_text("ok")
+    drained = {address for address in os.environ.get("HAL0_FLEET_DRAINED", "").split(",") if address}
+    for address in expected:
+        text = "drained" if address in drained else "in rotation"
+        expect(page.locator(f'#fleet-rows tr[data-box="{address}"] td[data-label="Proxy"]')).to_have_text(text)
     stragglers = int(os.environ.get("HAL0_FLEET_STRAGGLERS", "0"))
     expect(page.locator('#fleet-rows tr[data-straggler="1"]')).to_have_count(stragglers)
     expect(page.locator("#fleet-summary")).to_contain_text(f"{len(expected)} boxes")

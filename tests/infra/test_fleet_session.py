@@ -163,7 +163,7 @@ def test_fleet_session(fleet: None, tmp_path: Path) -> None:
     proxy_url = f"https://{address('proxy-1')}"
     http = httpx.Client(base_url=proxy_url, auth=auth, verify=ssl.create_default_context(cafile=str(cafile)), timeout=30)
 
-    def dashboard_shows(expect: dict[str, str], stragglers: int) -> None:
+    def dashboard_shows(expect: dict[str, str], stragglers: int, drained: tuple[str, ...] = ()) -> None:
         """The Overview through the proxy, in headless Chromium (tests/browser, the dev venv's Playwright)."""
         python = REPO / ".venv" / "bin" / "python"
         if not python.exists():
@@ -174,11 +174,12 @@ def test_fleet_session(fleet: None, tmp_path: Path) -> None:
             "HAL0_FLEET_AUTH": ":".join(auth),
             "HAL0_FLEET_EXPECT": ",".join(f"{address(name)}:8080={state}" for name, state in expect.items()),
             "HAL0_FLEET_STRAGGLERS": str(stragglers),
+            "HAL0_FLEET_DRAINED": ",".join(f"{address(name)}:8080" for name in drained),
         }
         test = "tests/browser/test_fleet_view.py::test_fleet_through_the_proxy"
         done = run(python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", test, env=env)
         assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
-        report.append(f"dashboard fleet view: {expect}, {stragglers} straggler(s) shown")
+        report.append(f"dashboard fleet view: {expect}, drained {list(drained)}, {stragglers} straggler(s) shown")
 
     def home_of(agent: str) -> str:
         return str(http.get("/health", headers={"X-hal0-Agent": agent}).json()["hostname"])
@@ -243,7 +244,7 @@ def test_fleet_session(fleet: None, tmp_path: Path) -> None:
     assert health_on("hal0-3")["config_digest"] == digests["hal0-3"], "the rollout stops before hal0-3"
     assert box("hal0-3", "systemctl show -p MainPID --value hal0") == pids["hal0-3"]
     # The Overview through the proxy spots it: hal0-2 unreachable, hal0-1 and hal0-3 on different configs.
-    dashboard_shows({"hal0-1": "hal0-1", "hal0-2": "unreachable", "hal0-3": "hal0-3"}, stragglers=1)
+    dashboard_shows({"hal0-1": "hal0-1", "hal0-2": "unreachable", "hal0-3": "hal0-3"}, stragglers=1, drained=("hal0-2",))
 
     step("rolling restart, resumed")
     box("hal0-2", "rm -r /run/systemd/system/hal0.service.d && systemctl daemon-reload && systemctl reset-failed hal0")

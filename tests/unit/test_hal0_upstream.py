@@ -23,6 +23,11 @@ upstream hal0_balanced {
     server 10.0.0.1:8080 max_fails=2 fail_timeout=10s;
     server 10.0.0.10:8080 max_fails=2 fail_timeout=10s;
 }
+server {
+    location = /fleet/boxes.json {
+        return 200 '{"boxes": ["10.0.0.1:8080", "10.0.0.10:8080"], "drained": []}';
+    }
+}
 """
 
 
@@ -54,6 +59,7 @@ def test_drain_marks_every_line_of_that_box_only(tool: tuple[types.ModuleType, P
     assert text.count("server 10.0.0.1:8080 max_fails=2 fail_timeout=10s down;") == 2
     assert text.count("server 10.0.0.10:8080 max_fails=2 fail_timeout=10s;") == 2
     assert calls == [["nginx", "-t", "-q"], ["systemctl", "reload", "nginx"]]
+    assert '"drained": ["10.0.0.1:8080"]}' in text, "the dashboard's fleet list names the drained box"
     assert module.main(["hal0-upstream", "status", "10.0.0.1:8080"]) == 0
     assert capsys.readouterr().out.strip() == "drained"
     # Idempotent, and the last box in rotation is never drained.

@@ -118,7 +118,7 @@ async def fleet_boxes(request: Request) -> Response:
     """No fleet seen from here. roles/reverse_proxy answers this path itself with the boxes it forwards
     to, so the Overview viewed through the proxy lists them; on hal0's own port the list is empty and the
     Overview's fleet section stays hidden (an empty answer rather than a 404 the browser would log)."""
-    return JSONResponse({"boxes": []}, headers={"Cache-Control": "no-store"})
+    return JSONResponse({"boxes": [], "drained": []}, headers={"Cache-Control": "no-store"})
 
 
 routes: list[BaseRoute] = [

@@ -217,9 +217,9 @@
   }
 
   async function fleet(section) {
-    let boxes;
+    let boxes, drained;
     try {
-      boxes = (await fetchJson("fleet/boxes.json")).boxes;
+      ({ boxes, drained = [] } = await fetchJson("fleet/boxes.json"));
     } catch {
       return; // not behind roles/reverse_proxy: the section stays hidden
     }
@@ -244,6 +244,8 @@
       name.textContent = health.hostname || "?";
       row.append(name);
       cell(row, "Address", box);
+      const out = drained.includes(box);
+      cell(row, "Proxy", out ? "drained" : "in rotation", out ? "state-pending" : "state-ok");
       if (health.error) {
         cell(row, "Health", `unreachable (${health.error})`, "state-failed");
         cell(row, "Version", "—");
@@ -263,7 +265,8 @@
     const down = healths.filter((health) => health.error).length;
     const stragglers = rows.filter((row) => row.dataset.straggler === "1").length;
     document.getElementById("fleet-summary").textContent =
-      `${boxes.length} box${boxes.length === 1 ? "" : "es"}; ${down} unreachable; ${stragglers} straggler${stragglers === 1 ? "" : "s"}` +
+      `${boxes.length} box${boxes.length === 1 ? "" : "es"}; ${drained.length} drained; ${down} unreachable; ` +
+      `${stragglers} straggler${stragglers === 1 ? "" : "s"}` +
       (majority ? `; most run ${majority[0].replace(" ", ", config ")}` : "");
     section.dataset.done = "1";
   }
