@@ -6,7 +6,8 @@ client streams through the proxy without pause, counting failed requests (there 
   1. a policy change, one box at a time: drained at the proxy, reloaded, back once /health shows the new
      config digest;
   2. a restart-class change (server.*) with hal0-2 made unable to start: hal0-1 restarts, hal0-2 fails,
-     the rollout aborts and hal0-3 is left untouched, still serving; hal0-2 stays drained;
+     the rollout aborts and hal0-3 is left untouched, still serving; hal0-2 stays drained (also when the
+     proxy's role is re-run), and the dashboard's Overview through the proxy shows it;
   3. hal0-2 repaired, the play re-run: hal0-2 and hal0-3 finish the rollout.
 Traffic goes only to the lab boxes; the client is bounded and stops by itself.
 """
@@ -243,6 +244,10 @@ def test_fleet_session(fleet: None, tmp_path: Path) -> None:
     assert health_on("hal0-1")["config_digest"] != digests["hal0-1"]
     assert health_on("hal0-3")["config_digest"] == digests["hal0-3"], "the rollout stops before hal0-3"
     assert box("hal0-3", "systemctl show -p MainPID --value hal0") == pids["hal0-3"]
+    # Re-running the proxy's role mid-rollout (a certificate change, say) keeps the broken box out of rotation.
+    proxy_only = play("--tags", "reverse_proxy", "-e", f"hal0_config_file={restart}")
+    assert changed(proxy_only.stdout).get("proxy-1") == 0, proxy_only.stdout[-3000:]
+    assert box("proxy-1", f"hal0-upstream status {address('hal0-2')}:8080") == "drained"
     # The Overview through the proxy spots it: hal0-2 unreachable, hal0-1 and hal0-3 on different configs.
     dashboard_shows({"hal0-1": "hal0-1", "hal0-2": "unreachable", "hal0-3": "hal0-3"}, stragglers=1, drained=("hal0-2",))
 
