@@ -42,7 +42,7 @@ def test_fleet_through_the_proxy(browser: Any, page_errors: list[str]) -> None:
     page.set_default_timeout(15_000)
     page.on("console", lambda message: page_errors.append(message.text) if message.type == "error" else None)
     page.goto(os.environ["HAL0_FLEET_PROXY"] + "/")
-    expect(page.locator("#fleet[data-done]")).to_be_visible()
+    expect(page.locator("#fleet[data-done]")).to_be_visible(timeout=15_000)  # a failed round is retried in 5 s
     rows = page.locator("#fleet-rows tr")
     expect(rows).to_have_count(len(expected))
     for address, state in expected.items():

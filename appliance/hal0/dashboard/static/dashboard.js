@@ -216,14 +216,15 @@
     row.append(td);
   }
 
+  // Returns false once it is clear there is no fleet here (hal0's own empty answer): polling stops.
   async function fleet(section) {
     let boxes, drained;
     try {
       ({ boxes, drained = [] } = await fetchJson("fleet/boxes.json"));
     } catch {
-      return; // not behind roles/reverse_proxy: the section stays hidden
+      return true; // a failed request (the proxy reloading, say): try again on the next round
     }
-    if (!Array.isArray(boxes) || boxes.length === 0) return;
+    if (!Array.isArray(boxes) || boxes.length === 0) return false; // hal0's own port: stays hidden
     section.hidden = false;
     const healths = await Promise.all(boxes.map((box) => fetchJson(`fleet/${box}/health`).catch((error) => ({ error: String(error.message || error) }))));
     // What most reachable boxes run; any other version or config digest is a straggler.
@@ -269,12 +270,13 @@
       `${stragglers} straggler${stragglers === 1 ? "" : "s"}` +
       (majority ? `; most run ${majority[0].replace(" ", ", config ")}` : "");
     section.dataset.done = "1";
+    return true;
   }
 
   function pollFleet(section) {
     const next = () => setTimeout(() => pollFleet(section), FLEET_MS);
     if (document.hidden) { next(); return; }
-    fleet(section).finally(() => { if (!section.hidden) next(); });
+    fleet(section).then((again) => { if (again) next(); }, next);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
