@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 from hal0.config import ConfigError
 from hal0.config.image import ImageSpec, load_image, resolve
+from hal0.inference.catalog import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / "build" / "infra-venv" / "bin"
@@ -90,14 +91,6 @@ def sh(*args: str | Path, check: bool = True, capture: bool = True, **kwargs: An
         out = (done.stdout or "")[-4000:] + (done.stderr or "")[-4000:]
         raise SystemExit(f"image/build: {' '.join(map(str, args))} failed ({done.returncode}):\n{out}")
     return done
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_tree(digest: Any, root: Path) -> None:
@@ -191,7 +184,7 @@ def input_key(spec: ImageSpec, variables: dict[str, Any], wheelhouse: Path) -> s
     hash_tree(digest, wheelhouse / "MANIFEST")
     for source in variables["hal0_model_sources"].values():
         if source.get("file"):
-            digest.update(sha256_file(Path(source["file"])).encode())
+            digest.update(sha256_of(Path(source["file"])).encode())
     stat = ROOTFS_TAR.stat()
     digest.update(f"{ROOTFS_TAR}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
@@ -552,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             cached.mkdir(parents=True, exist_ok=True)
             tar_rootfs(root, cached_tar)
             shutil.rmtree(root)
-            meta = {**facts, "key": key, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tar_sha256": sha256_file(cached_tar)}
+            meta = {**facts, "key": key, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tar_sha256": sha256_of(cached_tar)}
             cached_meta.write_text(json.dumps(meta, indent=2))
             timings["clean_s"] = round(time.monotonic() - stage, 1)
 
@@ -579,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (cached_disk.is_file() and disk_meta.is_file()):
                 say("export", "raw disk: GPT, ESP (FAT32, systemd-boot, kernel, initrd), ext4 root (mkfs.ext4 -d, no loop devices)")
                 info = make_disk(spec, rootfs_dir, cached_disk, key)
-                info["sha256"] = sha256_file(cached_disk)
+                info["sha256"] = sha256_of(cached_disk)
                 disk_meta.write_text(json.dumps(info, indent=2))
             else:
                 say("export", f"raw disk cached: {cached_disk}")

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -56,16 +57,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config_validate(args: argparse.Namespace) -> int:
+def _validate_each(paths: list[str], load: Callable[[str], object]) -> int:
+    """Check every file (one bad file does not hide the next); the exit status is the last error's."""
     status = 0
-    for path in args.paths:
+    for path in paths:
         try:
-            load_config(path, check_files=args.check_files)
+            load(path)
         except ConfigError as error:
             status = _print_config_error(error)
         else:
             print(f"{path}: ok")
     return status
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    return _validate_each(args.paths, lambda path: load_config(path, check_files=args.check_files))
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -139,15 +145,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_image_validate(args: argparse.Namespace) -> int:
     from hal0.config.image import load_image
 
-    status = 0
-    for path in args.paths:
-        try:
-            load_image(path)
-        except ConfigError as error:
-            status = _print_config_error(error)
-        else:
-            print(f"{path}: ok")
-    return status
+    return _validate_each(args.paths, load_image)
 
 
 def cmd_image_schema(_args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ Both talk to the REST API (/api/memory) with the agent's header. One JSON object
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -59,18 +60,23 @@ def export_items(args: argparse.Namespace, http: httpx.Client) -> Iterator[dict[
             return
 
 
+@contextlib.contextmanager
+def _file_or(std: IO[str], path: str | None, mode: str) -> Iterator[IO[str]]:
+    """The named file, or `std` for none or "-" (left open: it is not ours to close)."""
+    if path in (None, "-"):
+        yield std
+    else:
+        with open(path, mode, encoding="utf-8") as handle:
+            yield handle
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output not in (None, "-") else sys.stdout  # noqa: SIM115
     count = 0
-    try:
-        with _client(args) as http:
-            for item in export_items(args, http):
-                record = {key: item.get(key) for key in ("text", "tags", "metadata", "id", "created", "updated")}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    with _file_or(sys.stdout, args.output, "w") as out, _client(args) as http:
+        for item in export_items(args, http):
+            record = {key: item.get(key) for key in ("text", "tags", "metadata", "id", "created", "updated")}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     print(f"exported {count} item{'s' if count != 1 else ''} of agent {args.agent}", file=sys.stderr)
     return 0
 
@@ -89,21 +95,17 @@ def _records(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    source: IO[str] = open(args.input, encoding="utf-8") if args.input not in (None, "-") else sys.stdin  # noqa: SIM115
     count = 0
-    try:
+    with _file_or(sys.stdin, args.input, "r") as source:
         records = list(_records(source))  # the whole file is checked before anything is imported
-        with _client(args) as http:
-            for number, record in records:
-                body = {"text": record["text"], "tags": record.get("tags") or None, "metadata": record.get("metadata")}
-                try:
-                    _send(args, http, "POST", "/api/memory", json=body)
-                except CliError as error:
-                    raise CliError(f"line {number} (after {count} imported): {error}") from None
-                count += 1
-    finally:
-        if source is not sys.stdin:
-            source.close()
+    with _client(args) as http:
+        for number, record in records:
+            body = {"text": record["text"], "tags": record.get("tags") or None, "metadata": record.get("metadata")}
+            try:
+                _send(args, http, "POST", "/api/memory", json=body)
+            except CliError as error:
+                raise CliError(f"line {number} (after {count} imported): {error}") from None
+            count += 1
     print(f"imported {count} item{'s' if count != 1 else ''} into agent {args.agent}", file=sys.stderr)
     return 0
 
