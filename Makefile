@@ -82,7 +82,9 @@ test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
 
 # The README's test command: lint, the server suites, the lab sessions (one box, the fleet), the image.
-test: lint lint-infra test-fast test-infra test-fleet test-image
+test:
+	bash tests/tools/install-test-deps.sh
+	$(MAKE) --no-print-directory lint lint-infra test-fast test-infra test-fleet test-image
 
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~10 min).
 bench: $(VENV)/.installed
