@@ -170,6 +170,30 @@ def test_tls_12_and_13_accepted(proxy: Proxy, version: ssl.TLSVersion) -> None:
     assert tls_handshake(proxy, version) == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
 
 
+def test_http2_only_with_keepalive(proxy: Proxy) -> None:
+    # With keep-alive off (the default) an idle HTTP/2 connection would be closed under the next request.
+    context = ssl.create_default_context(cafile=proxy.cafile)
+    context.check_hostname = False
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    port = int(proxy.url.rsplit(":", 1)[1])
+    with socket.create_connection((proxy.address, port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        chosen = tls.selected_alpn_protocol()
+    assert chosen == ("h2" if proxy.keepalive_s > 0 else "http/1.1")
+
+
+def test_password_hashes_are_cheap_to_check(runner: Any, proxy: Proxy, inventory_path: str) -> None:
+    # nginx checks the hash on every request inside its event loop: the role's rounds, not passlib's 656000.
+    import testinfra
+
+    rounds = int(runner.get_variables(proxy.name).get("reverse_proxy_basic_auth_rounds", 5000))
+    box = testinfra.get_host(f"ansible://{proxy.name}", ansible_inventory=inventory_path)
+    for line in box.file("/etc/nginx/hal0/htpasswd").content_string.splitlines():
+        scheme = line.split(":", 1)[1]
+        assert scheme.startswith("$6$"), line.split(":", 1)[0]
+        # crypt(3) omits `rounds=` for its default, 5000.
+        assert scheme.startswith(f"$6$rounds={rounds}$") if rounds != 5000 else "rounds=" not in scheme
+
+
 def test_plain_http_redirects_to_https(proxy: Proxy) -> None:
     response = httpx.get(f"http://{proxy.address}/v1/models", follow_redirects=False, timeout=10)
     assert response.status_code == 301
