@@ -67,7 +67,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
         routes=routes,
         lifespan=lifespan,
         # The DNS-rebinding gate covers /mcp/* only; reads the live config so a reload applies at once.
-        middleware=[Middleware(McpGate, config=lambda: services.config.config.mcp)],
+        middleware=[Middleware(McpGate, config=lambda: services.config.mcp)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, sqlite3.OperationalError: storage_error},
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))

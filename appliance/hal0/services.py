@@ -1,6 +1,6 @@
 """The live services of one running hal0: the current config, the models and the metrics.
 
-Routes read the config through `Services.config` on every request, so a reload (SIGHUP) that
+Routes read the config through `Services.config` (the `Hal0Config`) on every request, so a reload (SIGHUP) that
 swaps it is seen by the next request while requests already running keep the one they started with.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hal0 import __version__
 from hal0.agents.approvals import ApprovalStore
-from hal0.config import ConfigError, LoadedConfig, load_config
+from hal0.config import ConfigError, Hal0Config, LoadedConfig, load_config
 from hal0.inference import ModelRegistry
 from hal0.memory import MemoryService
 from hal0.metrics import Metrics
@@ -69,8 +69,9 @@ class Services:
         return services
 
     @property
-    def config(self) -> LoadedConfig:
-        return self.loaded
+    def config(self) -> Hal0Config:
+        """The effective config (file plus environment); `loaded` beside it has its path, sources and digest."""
+        return self.loaded.config
 
     def reload(self) -> ReloadResult:
         """Re-read and re-validate the config file; keep the last good one when it is bad.

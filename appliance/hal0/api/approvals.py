@@ -84,7 +84,7 @@ async def _decide(request: Request, approve: bool) -> JSONResponse:
         # A browser on another site must not approve by posting here (cross-site request forgery).
         raise ApiError(403, f"cross-origin approvals are refused (Origin {origin!r} is not this host)", code="cross_origin")
     services = services_of(request)
-    body = await parse_json(request, DecisionBody, services.config.config.server.max_body_bytes) if await request.body() else DecisionBody()
+    body = await parse_json(request, DecisionBody, services.config.server.max_body_bytes) if await request.body() else DecisionBody()
     by = body.by or request.headers.get("x-forwarded-user") or request.headers.get("x-remote-user") or "operator"
     approval = _found(request)
     try:

@@ -41,7 +41,7 @@ def lookup_model(services: Services, model_id: str | None) -> ModelRuntime:
 
 
 def new_guard(services: Services) -> Guard:
-    return Guard(deadline=time.perf_counter() + services.config.config.server.request_timeout_s)
+    return Guard(deadline=time.perf_counter() + services.config.server.request_timeout_s)
 
 
 async def enter_turn(stack: AsyncExitStack, runtime: ModelRuntime, queue_limit: int) -> None:
@@ -78,7 +78,7 @@ async def run_to_completion(
     services = services_of(request)
     guard = new_guard(services)
     async with AsyncExitStack() as stack:
-        await enter_turn(stack, runtime, services.config.config.server.queue_limit)
+        await enter_turn(stack, runtime, services.config.server.queue_limit)
         async with cancel_on_disconnect(request, guard):
             try:
                 result = await runtime.run(work, guard)
@@ -122,7 +122,7 @@ async def start_stream(
     services = services_of(request)
     guard = new_guard(services)
     stack = AsyncExitStack()
-    await enter_turn(stack, runtime, services.config.config.server.queue_limit)
+    await enter_turn(stack, runtime, services.config.server.queue_limit)
 
     async def events() -> AsyncIterator[str]:
         try:

@@ -24,7 +24,7 @@ async def health(request: Request) -> JSONResponse:
         "version": services.version,
         # Who this box is in a fleet: behind a load-balancing proxy, these spot a straggler.
         "hostname": socket.gethostname(),
-        "config_digest": services.config.digest,
+        "config_digest": services.loaded.digest,
         "uptime_s": round(time.time() - services.started_at, 1),
         "models": models,
     }

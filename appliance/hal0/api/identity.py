@@ -11,6 +11,6 @@ from hal0.services import Services
 
 def agent_of(request: Request, services: Services) -> str:
     try:
-        return resolve_agent(request.headers.get(AGENT_HEADER), services.config.config.agents.default_agent)
+        return resolve_agent(request.headers.get(AGENT_HEADER), services.config.agents.default_agent)
     except InvalidAgentIdError as error:
         raise bad_request(str(error), param=AGENT_HEADER, code="invalid_agent_id") from None

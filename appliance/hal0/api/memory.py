@@ -74,7 +74,7 @@ def _int_param(request: Request, name: str) -> int | None:
 
 
 def _limit(request: Request) -> int:
-    return services_of(request).config.config.server.max_body_bytes
+    return services_of(request).config.server.max_body_bytes
 
 
 async def collection(request: Request) -> JSONResponse:

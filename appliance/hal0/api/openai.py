@@ -69,7 +69,7 @@ def _apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) 
     limits as ceilings (a request over a limit is refused, never silently clamped)."""
     services = services_of(request)
     agent = agent_of(request, services)
-    persona = persona_for(services.config.config.agents, agent)
+    persona = persona_for(services.config.agents, agent)
     if persona is None:
         return model
     for name in ("temperature", "top_p", "top_k", "max_tokens", "stop"):
@@ -114,7 +114,7 @@ async def _generate(
 
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
-    body = await parse_json(request, ChatCompletionRequest, services.config.config.server.max_body_bytes)
+    body = await parse_json(request, ChatCompletionRequest, services.config.server.max_body_bytes)
     kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
@@ -127,7 +127,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     services = services_of(request)
-    body = await parse_json(request, CompletionRequest, services.config.config.server.max_body_bytes)
+    body = await parse_json(request, CompletionRequest, services.config.server.max_body_bytes)
     kwargs: dict[str, Any] = {"prompt": body.prompt_text, "echo": body.echo, **body.sampling()}
     if "max_tokens" in body.model_fields_set or body.max_tokens is None:
         kwargs["max_tokens"] = body.max_tokens
@@ -147,14 +147,14 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 
 async def embeddings(request: Request) -> Response:
     services = services_of(request)
-    body = await parse_json(request, EmbeddingRequest, services.config.config.server.max_body_bytes)
+    body = await parse_json(request, EmbeddingRequest, services.config.server.max_body_bytes)
     runtime = lookup_model(services, body.model)
     if not runtime.config.embeddings:
         raise bad_request(f"model {runtime.id!r} does not serve embeddings (models[].embeddings is false)", param="model")
     if any(not text for text in body.inputs):
         raise bad_request("input must not contain empty strings", param="input")
     async with AsyncExitStack() as stack:
-        await enter_turn(stack, runtime, services.config.config.server.queue_limit)
+        await enter_turn(stack, runtime, services.config.server.queue_limit)
         try:
             raw = await runtime.embed(body.inputs)
         except ValueError as error:

@@ -20,7 +20,7 @@ class DiskCheck:
 
 
 def check_disk(services: Services) -> DiskCheck:
-    running = services.config
+    running = services.loaded
     try:
         fresh = load_config(running.path, os.environ)
     except ConfigError as error:
@@ -29,7 +29,7 @@ def check_disk(services: Services) -> DiskCheck:
 
 
 def config_tab(services: Services) -> dict[str, Any]:
-    loaded = services.config
+    loaded = services.loaded
     return {
         "path": loaded.path,
         "rows": effective_values(loaded),

@@ -72,7 +72,7 @@ def gate_origins(loaded: LoadedConfig) -> list[GateEntry]:
 def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, Any]]:
     """Each tool with its MCP annotations and what the policy does with it for `agent`."""
     call = ToolCall(services=services, agent=agent)
-    agents = services.config.config.agents
+    agents = services.config.agents
     rows = []
     for spec in tools_of(server):
         visible = visible_to(spec, call)
@@ -102,7 +102,7 @@ async def resource_rows(mcp: McpMounts, server: Server) -> list[dict[str, Any]]:
 
 
 async def mcp_tab(services: Services, mcp: McpMounts, agent: str) -> dict[str, Any]:
-    loaded = services.config
+    loaded = services.loaded
     sessions = mcp.sessions()
     servers = []
     for name, path in (("admin", ADMIN_PATH), ("memory", MEMORY_PATH)):

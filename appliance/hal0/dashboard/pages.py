@@ -77,7 +77,7 @@ async def models_page(request: Request) -> Response:
 
 async def mcp_page(request: Request) -> Response:
     services = _services(request)
-    default = services.config.config.agents.default_agent
+    default = services.config.agents.default_agent
     wanted = request.query_params.get("agent") or None
     try:
         agent, error = resolve_agent(wanted, default), None

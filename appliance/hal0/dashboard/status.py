@@ -58,13 +58,13 @@ def model_rows(services: Services) -> list[dict[str, Any]]:
 
 
 def overview(services: Services) -> dict[str, Any]:
-    server = services.config.config.server
+    server = services.config.server
     models = model_rows(services)
     pending = services.approvals_if_present()
     return {
         "version": services.version,
         "hostname": socket.gethostname(),
-        "config_digest": services.config.digest,
+        "config_digest": services.loaded.digest,
         "uptime_s": time.time() - services.started_at,
         "started_at": services.started_at,
         "bind": f"{server.bind}:{server.port}",

@@ -33,7 +33,7 @@ def agent_of(ctx: Context, services: Services) -> str:
     headers = ctx.headers or {}
     value = next((v for k, v in headers.items() if k.lower() == AGENT_HEADER.lower()), None)
     try:
-        return resolve_agent(value, services.config.config.agents.default_agent)
+        return resolve_agent(value, services.config.agents.default_agent)
     except InvalidAgentIdError as error:
         raise MCPError(INVALID_PARAMS, str(error)) from None
 
@@ -74,7 +74,7 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
 
 def policy_note(spec: ToolSpec, call: ToolCall) -> str:
     """What the approval policy does with this tool for this agent, told in its description."""
-    decision = decide(call.services.config.config.agents, call.agent, spec.qualified, {}, state_changing=not spec.read_only)
+    decision = decide(call.services.config.agents, call.agent, spec.qualified, {}, state_changing=not spec.read_only)
     if decision.verdict == "allow":
         return ""
     verb = "needs a human's approval" if decision.verdict == "ask" else "is denied"
@@ -107,7 +107,7 @@ class GatedMCPServer(MCPServer):
 def build_server(server: Server, services: Services, instructions: str) -> MCPServer:
     # The SDK calls logging.basicConfig at this level: a no-op under `hal0 serve`, which configures
     # logging first; elsewhere (tests, embedding) it follows hal0's own log level.
-    level = services.config.config.server.log_level.upper()
+    level = services.config.server.log_level.upper()
     mcp = GatedMCPServer(
         f"hal0-{server}", version=services.version, instructions=instructions, log_level=level, services=services, server=server,  # type: ignore[arg-type]
     )
@@ -127,7 +127,7 @@ def build_admin(services: Services) -> MCPServer:
     async def read(name: str) -> str:
         # The SDK gives static resources no request context, so no caller id: these documents do
         # not depend on it, and the default identity stands in.
-        agent = services.config.config.agents.default_agent
+        agent = services.config.agents.default_agent
         return _json(await invoke(tool(f"admin:{name}"), ToolCall(services, agent), {}))
 
     @mcp.resource("hal0://status", name="status", mime_type="application/json",

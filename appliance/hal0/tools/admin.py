@@ -31,7 +31,7 @@ def _models(call: ToolCall) -> list[dict[str, Any]]:
 
 async def status(call: ToolCall) -> dict[str, Any]:
     services = call.services
-    server = services.config.config.server
+    server = services.config.server
     models = _models(call)
     return {
         "version": services.version,
@@ -50,7 +50,7 @@ async def list_models(call: ToolCall) -> dict[str, Any]:
 
 
 async def get_config(call: ToolCall) -> dict[str, Any]:
-    loaded = call.services.config
+    loaded = call.services.loaded
     return {"path": loaded.path, "config": loaded.config.model_dump(mode="json")}
 
 

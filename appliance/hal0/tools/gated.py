@@ -29,7 +29,7 @@ class ToolRefusedError(ToolFailedError):
 
 def visible_to(spec: ToolSpec, call: ToolCall) -> bool:
     """Whether the agent's persona lists the tool (tools/list shows only these)."""
-    return tool_allowed_by_persona(persona_for(call.services.config.config.agents, call.agent), spec.qualified)
+    return tool_allowed_by_persona(persona_for(call.services.config.agents, call.agent), spec.qualified)
 
 
 def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
 
 
 async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
-    agents = call.services.config.config.agents
+    agents = call.services.config.agents
     persona = persona_for(agents, call.agent)
     if not tool_allowed_by_persona(persona, spec.qualified):
         assert persona is not None

@@ -33,7 +33,7 @@ async def _store(call: ToolCall) -> MemoryStore:
 def _limits(call: ToolCall) -> Limits:
     """The global memory limits, tightened by the caller's persona (agents.personas[].memory)."""
     limits = call.services.memory.limits()
-    persona = persona_for(call.services.config.config.agents, call.agent)
+    persona = persona_for(call.services.config.agents, call.agent)
     if persona is None:
         return limits
     own = persona.memory
