@@ -18,42 +18,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-import httpx
-
 from hal0.agents import AGENT_HEADER
-from hal0.approvals_cli import CliError, check_response, default_url
+from hal0.cli.client import CliError, Hal0Client, default_url
 from hal0.config import ConfigError
 
 PAGE = 100
 
 
-def _client(args: argparse.Namespace) -> httpx.Client:
-    user = args.user or os.environ.get("HAL0_USER")
-    auth = None
-    if user:
-        name, _, password = user.partition(":")
-        auth = (name, password or os.environ.get("HAL0_PASSWORD", ""))
-    verify: Any = False if args.insecure else (args.cacert or True)
-    return httpx.Client(base_url=args.url.rstrip("/"), auth=auth, verify=verify, timeout=60, headers={AGENT_HEADER: args.agent})
+def _client(args: argparse.Namespace) -> Hal0Client:
+    return Hal0Client(args.url, user=args.user, cacert=args.cacert, insecure=args.insecure, headers={AGENT_HEADER: args.agent})
 
 
-def _send(args: argparse.Namespace, http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return check_response(http.request(method, path, **kwargs))
-    except httpx.TransportError as error:
-        raise CliError(f"cannot reach hal0 at {args.url}: {error} (is it running? see --url)") from None
-
-
-def export_items(args: argparse.Namespace, http: httpx.Client) -> Iterator[dict[str, Any]]:
+def export_items(client: Hal0Client) -> Iterator[dict[str, Any]]:
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": PAGE, **({"cursor": cursor} if cursor else {})}
-        page = _send(args, http, "GET", "/api/memory", params=params)
+        page = client.send("GET", "/api/memory", params=params)
         yield from page["items"]
         cursor = page.get("next_cursor")
         if not cursor:
@@ -72,8 +56,8 @@ def _file_or(std: IO[str], path: str | None, mode: str) -> Iterator[IO[str]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     count = 0
-    with _file_or(sys.stdout, args.output, "w") as out, _client(args) as http:
-        for item in export_items(args, http):
+    with _file_or(sys.stdout, args.output, "w") as out, _client(args) as client:
+        for item in export_items(client):
             record = {key: item.get(key) for key in ("text", "tags", "metadata", "id", "created", "updated")}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
@@ -98,11 +82,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     count = 0
     with _file_or(sys.stdin, args.input, "r") as source:
         records = list(_records(source))  # the whole file is checked before anything is imported
-    with _client(args) as http:
+    with _client(args) as client:
         for number, record in records:
             body = {"text": record["text"], "tags": record.get("tags") or None, "metadata": record.get("metadata")}
             try:
-                _send(args, http, "POST", "/api/memory", json=body)
+                client.send("POST", "/api/memory", json=body)
             except CliError as error:
                 raise CliError(f"line {number} (after {count} imported): {error}") from None
             count += 1

@@ -12,42 +12,14 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
 from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
+from hal0.cli.client import CliError, Hal0Client, default_url
 from hal0.config import ConfigError, load_config
 
 
-class CliError(Exception):
-    """A problem to print on stderr (exit 1)."""
-
-
-def default_url(config_path: str) -> str:
-    try:
-        server = load_config(config_path).config.server
-    except ConfigError:
-        return "http://127.0.0.1:8080"
-    host = "127.0.0.1" if server.bind in ("0.0.0.0", "::", "127.0.0.1") else server.bind
-    return f"http://{host}:{server.port}"
-
-
-def check_response(response: httpx.Response) -> Any:
-    """The JSON body, or CliError carrying the server's own error message."""
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        raise CliError(f"{response.status_code}: {message}")
-    return response.json()
-
-
 def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        response = httpx.request(method, args.url.rstrip("/") + path, timeout=60, **kwargs)
-    except httpx.TransportError as error:
-        raise CliError(f"cannot reach hal0 at {args.url}: {error} (is it running? see --url)") from None
-    return check_response(response)
+    with Hal0Client(args.url) as client:
+        return client.send(method, path, **kwargs)
 
 
 def _when(timestamp: float | None) -> str:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from hal0 import __version__, approvals_cli, memory_cli
+from hal0 import __version__
+from hal0.cli import approvals as approvals_cli
+from hal0.cli import memory as memory_cli
 from hal0.config import ConfigError, load_config
 from hal0.config.docs import reference_table
 from hal0.config.models import Hal0Config

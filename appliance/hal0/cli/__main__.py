@@ -1,0 +1,5 @@
+import sys
+
+from hal0.cli.main import main
+
+sys.exit(main())
