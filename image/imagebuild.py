@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ CACHE = Path(os.environ.get("HAL0_IMAGE_CACHE", "/var/cache/hal0/image"))
 WORK = Path(os.environ.get("HAL0_IMAGE_WORK", "/var/lib/hal0-image"))
 NET = os.environ.get("HAL0_IMAGE_NET", "10.77.44")
 BOOT_TIMEOUT = int(os.environ.get("HAL0_LAB_BOOT_TIMEOUT", "90"))
+PLAY_TIMEOUT = int(os.environ.get("HAL0_IMAGE_PLAY_TIMEOUT", "1800"))  # the provisioning play, seconds
+COMMAND_TIMEOUT = 1800  # any other host command (tar, mkfs, ssh...), seconds
 CACHE_KEEP = int(os.environ.get("HAL0_IMAGE_CACHE_KEEP", "3"))  # cache entries kept (least recently used go)
 NETNS, VETH, NFT_TABLE = "hal0img-build", "hi-build", "hal0img"
 BOX_ADDR, HOST_ADDR = f"{NET}.10", f"{NET}.1"
@@ -86,7 +89,11 @@ def say(stage: str, message: str) -> None:
 
 def sh(*args: str | Path, check: bool = True, capture: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     kwargs.setdefault("env", ENV)
-    done = subprocess.run([str(a) for a in args], check=False, text=True, capture_output=capture, **kwargs)
+    kwargs.setdefault("timeout", COMMAND_TIMEOUT)
+    try:
+        done = subprocess.run([str(a) for a in args], check=False, text=True, capture_output=capture, **kwargs)
+    except subprocess.TimeoutExpired as expired:
+        raise SystemExit(f"image/build: {' '.join(map(str, args))} did not finish within {kwargs['timeout']}s") from expired
     if check and done.returncode != 0:
         out = (done.stdout or "")[-4000:] + (done.stderr or "")[-4000:]
         raise SystemExit(f"image/build: {' '.join(map(str, args))} failed ({done.returncode}):\n{out}")
@@ -192,23 +199,10 @@ def input_key(spec: ImageSpec, variables: dict[str, Any], wheelhouse: Path) -> s
 
 # ---------------------------------------------------------------- the build box
 def ensure_host_deps() -> None:
-    needed = {
-        "systemd-nspawn": "systemd-container",
-        "nft": "nftables",
-        "ssh": "openssh-client",
-        "sfdisk": "fdisk",
-        "mkfs.vfat": "dosfstools",
-        "mcopy": "mtools",
-        "mkfs.ext4": "e2fsprogs",
-    }
-    missing = sorted({pkg for tool, pkg in needed.items() if shutil.which(tool) is None})
-    if missing:
-        say("host", f"installing {' '.join(missing)}")
-        sh("apt-get", "update", "-qq")
-        sh("apt-get", "install", "-y", "-qq", *missing, env={**ENV, "DEBIAN_FRONTEND": "noninteractive"})
-    if not ROOTFS_TAR.is_file():
-        say("host", f"building the base rootfs {ROOTFS_TAR} (image/lab rootfs, once)")
-        sh(REPO / "image" / "lab", "rootfs", capture=False)
+    # One list, one install step for the whole project (image/host-packages); prints what it installed.
+    sh(REPO / "image" / "host-packages", "image", capture=False)
+    # Built once and cached; image/lab checks a cached tarball (its root must be 0755 root) and rebuilds a bad one.
+    sh(REPO / "image" / "lab", "rootfs", capture=False)
 
 
 def host_resolver() -> str:
@@ -287,7 +281,13 @@ def build_box(root: Path, hostname: str, key: Path, known_hosts: Path) -> Iterat
             if process.poll() is not None or time.monotonic() - started > BOOT_TIMEOUT:
                 raise SystemExit(f"image/build: the build box did not answer over SSH; log: {WORK / 'box.log'}")
             time.sleep(1)
-        sh(*ssh, "systemctl is-system-running --wait >/dev/null 2>&1 || true", check=False)
+        # Bounded: a build box that does not settle fails here with its failed units and queued jobs.
+        left = max(10, int(BOOT_TIMEOUT - (time.monotonic() - started)))
+        settled = sh(*ssh, "bash", "-s", str(left), input=(REPO / "image" / "box-settle.sh").read_text(), check=False)
+        if settled.returncode != 0:
+            raise SystemExit(f"image/build: the build box did not settle:\n{settled.stdout}{settled.stderr}")
+        if settled.stdout.strip() != "running":
+            say("provision", settled.stdout.strip())
         say("provision", f"build box up at {BOX_ADDR} after {time.monotonic() - started:.0f}s")
         yield
     finally:
@@ -359,6 +359,10 @@ def provision(spec: ImageSpec, variables: dict[str, Any], out: Path, root: Path,
         )  # fmt: skip
         tail: list[str] = []
         assert play.stdout is not None
+        # Bounded like every wait here: a play that runs over is killed and reported with its last lines.
+        timed_out = threading.Event()
+        watchdog = threading.Timer(PLAY_TIMEOUT, lambda: (timed_out.set(), play.kill()))
+        watchdog.start()
         for line in play.stdout:
             tail = [*tail[-200:], line]
             if line.startswith(("PLAY [", "TASK [", "RUNNING HANDLER")):
@@ -366,8 +370,10 @@ def provision(spec: ImageSpec, variables: dict[str, Any], out: Path, root: Path,
             elif line.startswith(("fatal:", "failed:")) or re.match(r"^\S+\s+: ok=", line):
                 print("    " + line.rstrip(), flush=True)
         (out / "play.log").write_text("".join(tail))
-        if play.wait() != 0:
-            raise SystemExit(f"image/build: the play failed; the last lines:\n{''.join(tail[-60:])}")
+        watchdog.cancel()
+        if play.wait(timeout=60) != 0:
+            what = f"did not finish within {PLAY_TIMEOUT}s" if timed_out.is_set() else "failed"
+            raise SystemExit(f"image/build: the play {what}; the last lines:\n{''.join(tail[-60:])}")
         ssh = ssh_command(key, known_hosts)
         facts["packages"] = dict(line.split("\t", 1) for line in sh(*ssh, "dpkg-query -W -f '${Package}\\t${Version}\\n'").stdout.splitlines() if "\t" in line)
         versions = sh(*ssh, "/opt/hal0/venv/bin/python -c \"import importlib.metadata as m, json; "

@@ -50,9 +50,13 @@ BAD_CONFIG = "server:\n  port: 80800\n"
 QEMU_TIMEOUT = int(os.environ.get("HAL0_IMAGE_QEMU_TIMEOUT", "600"))
 
 
-def run(*args: str | Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, check: bool = True, timeout: float = 1800, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
-    done = subprocess.run([str(a) for a in args], cwd=REPO, env=ENV, capture_output=True, text=True, check=False, **kwargs)
+    try:
+        done = subprocess.run([str(a) for a in args], cwd=REPO, env=ENV, capture_output=True, text=True, check=False, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as expired:
+        out = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout:.0f}s; what it printed:\n{out[-6000:]}")
     print(f"$ {' '.join(map(str, args))}  ({time.monotonic() - started:.1f}s, rc={done.returncode})")
     if check and done.returncode != 0:
         pytest.fail(f"{args[0]} failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}")
@@ -153,11 +157,9 @@ def free_port() -> int:
 def test_raw_disk_boots_under_qemu(built: dict[str, Any], tmp_path: Path) -> None:
     from hal0.config import load_text
 
+    # Installed up front with every other package the sessions need (image/host-packages test, run by make test).
     qemu = shutil.which("qemu-system-x86_64")
-    if not qemu or not OVMF_CODE.exists():
-        run("apt-get", "install", "-y", "-qq", "qemu-system-x86", "ovmf", env={**ENV, "DEBIAN_FRONTEND": "noninteractive"})
-        qemu = shutil.which("qemu-system-x86_64")
-    assert qemu
+    assert qemu and OVMF_CODE.exists(), "qemu-system-x86 or ovmf is missing: run image/host-packages test"
     disk = tmp_path / "disk.raw"
     run("cp", "--sparse=always", built["outputs"]["disk"]["path"], disk)
     # A good hal0.yaml on the boot partition (FAT, at 1 MiB): a policy edit of the baked config.
@@ -202,7 +204,7 @@ def test_raw_disk_boots_under_qemu(built: dict[str, Any], tmp_path: Path) -> Non
             if kvm and accel == "auto" and kvm_failed(vm):
                 print(f"qemu with KVM failed ({errors.read_text(errors='replace')[:200].strip()}); software emulation")
                 vm.kill()
-                vm.wait()
+                vm.wait(timeout=20)
                 kvm, vm = False, boot(False)
             assert vm.poll() is None, f"qemu exited: {errors.read_text()}\n{console.read_text(errors='replace')[-4000:]}"
             try:
@@ -221,4 +223,4 @@ def test_raw_disk_boots_under_qemu(built: dict[str, Any], tmp_path: Path) -> Non
             vm.wait(timeout=20)
         except subprocess.TimeoutExpired:
             vm.kill()
-            vm.wait()
+            vm.wait(timeout=20)

@@ -33,9 +33,18 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": st
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
-def run(*args: str | Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+# No command of a session may hang it: each is bounded, and one that runs over says what it was and what it printed.
+COMMAND_TIMEOUT = int(os.environ.get("HAL0_SESSION_COMMAND_TIMEOUT", "1800"))
+
+
+def run(*args: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
-    done = subprocess.run([str(a) for a in args], cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run([str(a) for a in args], cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        out = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        err = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else (expired.stderr or "")
+        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout:.0f}s; what it printed:\n{out[-6000:]}\n{err[-3000:]}")
     print(f"$ {' '.join(map(str, args))}  ({time.monotonic() - started:.1f}s, rc={done.returncode})")
     if check and done.returncode != 0:
         pytest.fail(f"{args[0]} failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install what the dashboard's browser tests (tests/browser) need: Debian's chromium and the
-# Playwright Python package in the given venv. Playwright only drives the distro's browser
-# (executable_path); `playwright install` is never run: nothing downloads a browser build.
+# What the dashboard's browser tests (tests/browser) need: Debian's chromium (image/host-packages test
+# installs it) and the Playwright Python package in the given venv. Playwright only drives the distro's
+# browser (executable_path); `playwright install` is never run: nothing downloads a browser build.
 # Idempotent: a second run only checks.
 #
 #   tests/tools/install-browser.sh [VENV]      # VENV: default .venv
@@ -9,12 +9,7 @@ set -euo pipefail
 
 VENV="${1:-.venv}"
 
-if ! command -v chromium >/dev/null 2>&1; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  # fonts-dejavu-core: readable text in the screenshots on a bare box.
-  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >&2
-fi
+command -v chromium >/dev/null 2>&1 || { echo "install-browser: no chromium; run image/host-packages test" >&2; exit 1; }
 if ! "$VENV/bin/python" -c "import playwright" >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q "playwright>=1.40,<2" >&2
 fi
