@@ -8,7 +8,7 @@ INVENTORY ?= build/lab/inventory.yml
 .PHONY: lab lab-proxied lab-down provision test-infra test-fleet lint-infra infra-venv image test-image
 
 # Controller tools (ansible-core, testinfra, linters), installed once into build/infra-venv.
-$(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt
+$(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt appliance/pyproject.toml
 	image/lab host-deps
 	$(PYTHON) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-infra-lint.txt
@@ -39,11 +39,11 @@ provision: $(INFRA_VENV)/.installed
 
 # Fresh boxes -> play -> idempotence -> --check -> testinfra -> reload -> broken config, both topologies.
 test-infra: $(INFRA_VENV)/.installed
-	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m infra tests/infra/test_lab_session.py -v -s
+	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=3600 -m infra tests/infra/test_lab_session.py -v -s
 
 # The fleet (proxy-1 + hal0-1..3): testinfra on every box, failover, rolling updates under a streaming client.
 test-fleet: $(INFRA_VENV)/.installed
-	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m infra tests/infra/test_fleet_session.py -v -s
+	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=3600 -m infra tests/infra/test_fleet_session.py -v -s
 
 lint-infra: $(INFRA_VENV)/.installed
 	$(INFRA_VENV)/bin/ansible-lint --profile production site.yml image/image.yml roles/
@@ -56,7 +56,7 @@ image: $(INFRA_VENV)/.installed
 	image/build
 
 test-image: $(INFRA_VENV)/.installed
-	PYTHONPATH=$(CURDIR)/appliance PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider -m image tests/image -v -s
+	PYTHONPATH=$(CURDIR)/appliance PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=3600 -m image tests/image -v -s
 
 # ---- the server: venv, lint, tests, benchmarks ----------------------------------------------
 VENV ?= .venv
@@ -79,7 +79,7 @@ lint: $(VENV)/.installed
 
 # Unit and integration tests: real HTTP, real llama.cpp on the generated tiny model.
 test-fast: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
+	$(VENV)/bin/python -m pytest --timeout=600 tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
 
 # The README's test command: lint, the server suites, the lab sessions (one box, the fleet), the image.
 test:
