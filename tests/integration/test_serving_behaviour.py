@@ -32,9 +32,14 @@ def metric(server: Server, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_full_queue_gets_503_with_retry_after_and_the_stream_finishes(start_server: Callable[..., Server]) -> None:
-    server = start_server(server={"queue_limit": 0})
-    with server.client() as http, http.stream("POST", "/v1/completions", json=long_stream()) as stream:
+def long_context(tiny_model: Path) -> list[dict]:
+    """The tiny model with room for streams long enough to be still running while a test looks."""
+    return [{"id": "tiny", "path": str(tiny_model), "default": True, "n_ctx": 8192, "n_threads": 1}]
+
+
+def test_full_queue_gets_503_with_retry_after_and_the_stream_finishes(start_server: Callable[..., Server], tiny_model: Path) -> None:
+    server = start_server(server={"queue_limit": 0}, models=long_context(tiny_model))
+    with server.client() as http, http.stream("POST", "/v1/completions", json=long_stream(8000)) as stream:
         lines = stream.iter_lines()
         assert next(lines).startswith("data: ")  # the generation is running
         refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
@@ -43,20 +48,20 @@ def test_full_queue_gets_503_with_retry_after_and_the_stream_finishes(start_serv
         assert refused.json()["error"]["code"] == "overloaded"
         rest = [line for line in lines if line]
     assert rest[-1] == "data: [DONE]"
-    assert len(rest) >= 890  # ~one chunk per token: nothing was cut off
+    assert len(rest) >= 7990  # ~one chunk per token: nothing was cut off
     after = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
     assert after.status_code == 200
 
 
-def test_a_waiting_request_never_cuts_off_a_running_stream(start_server: Callable[..., Server]) -> None:
-    server = start_server(server={"queue_limit": 4})
+def test_a_waiting_request_never_cuts_off_a_running_stream(start_server: Callable[..., Server], tiny_model: Path) -> None:
+    server = start_server(server={"queue_limit": 4}, models=long_context(tiny_model))
     results: dict[str, object] = {}
 
     def second() -> None:
         response = httpx.post(f"{server.url}/v1/completions", json={"prompt": "y", "max_tokens": 3}, timeout=60)
         results["second"] = (response.status_code, time.monotonic())
 
-    with server.client() as http, http.stream("POST", "/v1/completions", json=long_stream()) as stream:
+    with server.client() as http, http.stream("POST", "/v1/completions", json=long_stream(8000)) as stream:
         lines = stream.iter_lines()
         next(lines)
         waiter = threading.Thread(target=second)
@@ -66,7 +71,7 @@ def test_a_waiting_request_never_cuts_off_a_running_stream(start_server: Callabl
         rest = [line for line in lines if line]
         stream_done = time.monotonic()
     waiter.join(30)
-    assert rest[-1] == "data: [DONE]" and len(rest) >= 890
+    assert rest[-1] == "data: [DONE]" and len(rest) >= 7990
     status, finished = results["second"]  # type: ignore[misc]
     assert status == 200 and finished >= stream_done - 0.05  # it waited its turn
 
@@ -93,7 +98,8 @@ def test_a_client_that_disconnects_cancels_a_non_streaming_generation(start_serv
     while metric(server, 'hal0_model_busy{model="tiny"}') and time.monotonic() < deadline:
         time.sleep(0.02)
     assert metric(server, 'hal0_model_busy{model="tiny"}') == 0
-    assert metric(server, 'hal0_generated_tokens_total{model="tiny"}') == 0  # cancelled: nothing completed
+    # Stopped early: the metric counts the tokens the model really generated, far fewer than asked.
+    assert metric(server, 'hal0_generated_tokens_total{model="tiny"}') < 7000
     assert httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
 
 

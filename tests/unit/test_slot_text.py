@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hal0.inference.completion import _TextStream
+from hal0.inference.text import TextStream as _TextStream
 
 
 class Bytes:

@@ -1,8 +1,10 @@
 """Running a generation for an HTTP request: admission, cancellation on disconnect, SSE streaming.
 
-The model's turn is taken before the response starts, so a full queue is a clean 503 and never a
-half-sent stream. A stream holds the turn until its worker has really stopped, whatever way the
-client leaves.
+A dialect builds an inference Task and hands it here with a function that turns the task's events
+into its wire chunks. The model's turn is taken, and the task's first event awaited, before the
+response starts: a full queue is a clean 503 and a task that cannot run (prompt over the context,
+bad bias ids, an unsupported schema) a clean 400, never a half-sent stream. A stream holds the
+turn until its worker has really stopped, whatever way the client leaves.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -19,14 +21,19 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from hal0.api.errors import ApiError, bad_request, not_found, overloaded, unavailable
-from hal0.inference import Guard, ModelRuntime, ModelUnavailable, QueueFull, UnknownModel
+from hal0.inference import (
+    Event,
+    Finish,
+    GenerationFailed,
+    InvalidTask,
+    ModelRuntime,
+    ModelUnavailable,
+    QueueFull,
+    UnknownModel,
+)
 from hal0.services import Services
 
-
-def value_error_code(error: ValueError) -> str:
-    """llama-cpp-python raises ValueError both for a prompt over the context and for other bad values."""
-    text = str(error).lower()
-    return "context_length_exceeded" if "context" in text or "exceed" in text else "invalid_value"
+Encode = Callable[[Event], Iterable[dict[str, Any]]]
 
 
 def services_of(request: Request) -> Services:
@@ -40,8 +47,9 @@ def lookup_model(services: Services, model_id: str | None) -> ModelRuntime:
         raise not_found(str(error), param="model", code="model_not_found") from None
 
 
-def new_guard(services: Services) -> Guard:
-    return Guard(deadline=time.perf_counter() + services.config.server.request_timeout_s)
+def deadline_of(services: Services) -> float:
+    """The request's deadline on the perf_counter clock (it includes time spent queued)."""
+    return time.perf_counter() + services.config.server.request_timeout_s
 
 
 async def enter_turn(stack: AsyncExitStack, runtime: ModelRuntime, queue_limit: int) -> None:
@@ -55,14 +63,14 @@ async def enter_turn(stack: AsyncExitStack, runtime: ModelRuntime, queue_limit: 
 
 
 @asynccontextmanager
-async def cancel_on_disconnect(request: Request, guard: Guard) -> AsyncIterator[None]:
-    """Set the guard's cancel flag if the client goes away while we work for it."""
+async def cancel_on_disconnect(request: Request, cancel: Callable[[], None]) -> AsyncIterator[None]:
+    """Call `cancel` if the client goes away while we work for it."""
 
     async def watch() -> None:
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
-                guard.cancel.set()
+                cancel()
                 return
 
     watcher = asyncio.create_task(watch())
@@ -72,39 +80,42 @@ async def cancel_on_disconnect(request: Request, guard: Guard) -> AsyncIterator[
         watcher.cancel()
 
 
-async def run_to_completion(
-    request: Request, runtime: ModelRuntime, work: Callable[[Any, Guard], Any]
-) -> tuple[Any, Guard]:
+def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
+    if isinstance(error, InvalidTask):
+        return bad_request(str(error), param=error.param, code=error.code)
+    return bad_request(f"generation failed: {error}", code="generation_failed")
+
+
+async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) -> list[Event]:
+    """All events of `task`, or an API error (499 when the client left)."""
     services = services_of(request)
-    guard = new_guard(services)
     async with AsyncExitStack() as stack:
         await enter_turn(stack, runtime, services.config.server.queue_limit)
-        async with cancel_on_disconnect(request, guard):
+        generation = runtime.start(task)
+        async with cancel_on_disconnect(request, generation.cancel):
             try:
-                result = await runtime.run(work, guard)
-            except ValueError as error:  # llama-cpp-python's word for a request it cannot run
-                raise bad_request(str(error), code=value_error_code(error)) from None
-            except RuntimeError as error:  # llama_decode failed for this input: the request, not the server
-                raise bad_request(f"generation failed: {error}", code="generation_failed") from None
-    if guard.cancel.is_set():
+                events = [event async for event in generation.events()]
+            except (InvalidTask, GenerationFailed) as error:
+                raise task_error(error) from None
+    if generation.cancelled and (generation.finish is None or generation.finish.reason == "cancelled"):
         raise ApiError(499, "client closed the request", code="client_closed")
-    return result, guard
+    return events
 
 
 class GenerationStream(StreamingResponse):
     """An SSE response that always releases its model turn and stops its worker when it ends."""
 
-    def __init__(self, events: AsyncIterator[str], guard: Guard, release: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, events: AsyncIterator[str], stop: Callable[[], None], release: Callable[[], Awaitable[None]]) -> None:
         super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = events
-        self._guard = guard
+        self._stop = stop
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._guard.cancel.set()
+            self._stop()
             await self._events.aclose()  # type: ignore[attr-defined]
             await self._release()
 
@@ -113,33 +124,41 @@ def sse(data: Any) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def start_stream(
-    request: Request,
-    runtime: ModelRuntime,
-    work: Callable[[Any, Guard], Iterator[dict[str, Any]]],
-    usage_chunk: Callable[[Guard], dict[str, Any] | None],
-) -> GenerationStream:
+async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encode: Encode) -> GenerationStream:
+    """An SSE stream of `encode(event)` chunks for each event of `task`, then `[DONE]`."""
     services = services_of(request)
-    guard = new_guard(services)
     stack = AsyncExitStack()
     await enter_turn(stack, runtime, services.config.server.queue_limit)
+    generation = runtime.start(task)
+    source = generation.events()
+    try:
+        first = await anext(source)
+    except (InvalidTask, GenerationFailed) as error:
+        await source.aclose()
+        await stack.aclose()
+        raise task_error(error) from None
+    except BaseException:
+        generation.cancel()
+        await source.aclose()
+        await stack.aclose()
+        raise
 
     async def events() -> AsyncIterator[str]:
+        event: Event = first
         try:
-            async for chunk in runtime.stream(work, guard):
-                chunk["model"] = runtime.id
-                yield sse(chunk)
-        except ValueError as error:
-            yield sse({"error": {"message": str(error), "type": "invalid_request_error", "code": value_error_code(error)}})
-        except RuntimeError as error:
+            while True:
+                for chunk in encode(event):
+                    yield sse(chunk)
+                if isinstance(event, Finish):
+                    break
+                event = await anext(source)
+        except GenerationFailed as error:
             yield sse({"error": {"message": f"generation failed: {error}", "type": "invalid_request_error", "code": "generation_failed"}})
+        except StopAsyncIteration:  # cancelled before its Finish
+            return
         else:
-            final = usage_chunk(guard)
-            if final is not None:
-                final["model"] = runtime.id
-                yield sse(final)
             yield "data: [DONE]\n\n"
         finally:
-            services.metrics.record_generation(runtime.id, guard.prompt_tokens, guard.generated, guard.ttft)
+            await source.aclose()
 
-    return GenerationStream(events(), guard, stack.aclose)
+    return GenerationStream(events(), generation.cancel, stack.aclose)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import struct
+import threading
 import time
-from collections.abc import Iterator
+import uuid
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -16,10 +17,20 @@ from starlette.routing import Route
 from hal0.agents.policy import persona_for
 from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
-from hal0.api.generation import enter_turn, lookup_model, run_to_completion, services_of, start_stream
+from hal0.api.generation import (
+    cancel_on_disconnect,
+    deadline_of,
+    enter_turn,
+    lookup_model,
+    run_to_completion,
+    services_of,
+    start_stream,
+)
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from hal0.inference import Guard
+from hal0.inference import Cancelled, Event, Finish, JsonOutput, Sampling, Task, TextDelta
+
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias")
 
 
 async def list_models(request: Request) -> JSONResponse:
@@ -36,32 +47,6 @@ async def list_models(request: Request) -> JSONResponse:
         for runtime in services.models
     ]
     return JSONResponse({"object": "list", "data": data})
-
-
-def _usage_chunk(include: bool, object_name: str) -> Any:
-    def build(guard: Guard) -> dict[str, Any] | None:
-        if not include:
-            return None
-        return {
-            "id": f"usage-{int(time.time() * 1000)}",
-            "object": object_name,
-            "created": int(time.time()),
-            "choices": [],
-            "usage": {
-                "prompt_tokens": guard.prompt_tokens,
-                "completion_tokens": guard.generated,
-                "total_tokens": guard.prompt_tokens + guard.generated,
-            },
-        }
-
-    return build
-
-
-def _record(request: Request, model: str, result: dict[str, Any], guard: Guard) -> None:
-    usage = result.get("usage") or {}
-    services_of(request).metrics.record_generation(
-        model, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), guard.ttft
-    )
 
 
 def _apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -> str | None:
@@ -95,21 +80,80 @@ def _apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) 
     return model or persona.model
 
 
-async def _generate(
-    request: Request, runtime: Any, method: str, kwargs: dict[str, Any], stream: bool, include_usage: bool, chunk_object: str
-) -> Response:
-    """Run `llm.<method>(**kwargs)` for the request: as an SSE stream, or to completion as JSON."""
-    if stream:
+def _sampling(kwargs: dict[str, Any]) -> Sampling:
+    return Sampling(**{name: kwargs[name] for name in _SAMPLING if name in kwargs})
 
-        def stream_work(llm: Any, _guard: Guard) -> Iterator[dict[str, Any]]:
-            yield from getattr(llm, method)(stream=True, **kwargs)
 
-        return await start_stream(request, runtime, stream_work, _usage_chunk(include_usage, chunk_object))
+def _stops(kwargs: dict[str, Any]) -> tuple[str, ...]:
+    stop = kwargs.get("stop")
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
 
-    result, guard = await run_to_completion(request, runtime, lambda llm, _g: getattr(llm, method)(**kwargs))
-    result["model"] = runtime.id
-    _record(request, runtime.id, result, guard)
-    return JSONResponse(result)
+
+def _usage(finish: Finish) -> dict[str, int]:
+    usage = finish.usage
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+
+
+def _finish_of(events: list[Event]) -> Finish:
+    finish = events[-1]
+    assert isinstance(finish, Finish)
+    return finish
+
+
+class _Chunks:
+    """Event -> wire chunks of one response (ids and timestamps shared by all its chunks)."""
+
+    def __init__(self, model: str, object_name: str, prefix: str, include_usage: bool) -> None:
+        self.meta = {"id": f"{prefix}-{uuid.uuid4()}", "object": object_name, "created": int(time.time()), "model": model}
+        self.include_usage = include_usage
+
+    def usage_chunk(self, finish: Finish) -> list[dict[str, Any]]:
+        return [{**self.meta, "choices": [], "usage": _usage(finish)}] if self.include_usage else []
+
+
+class _ChatChunks(_Chunks):
+    def __init__(self, model: str, include_usage: bool) -> None:
+        super().__init__(model, "chat.completion.chunk", "chatcmpl", include_usage)
+        self.started = False
+
+    def __call__(self, event: Event) -> list[dict[str, Any]]:
+        chunks: list[dict[str, Any]] = []
+        if not self.started:
+            self.started = True
+            chunks.append(self._chunk({"role": "assistant", "content": ""}, None))
+        if isinstance(event, TextDelta):
+            if event.text:
+                chunks.append(self._chunk({"content": event.text}, None))
+        elif isinstance(event, Finish):
+            chunks.append(self._chunk({}, _reason(event)))
+            chunks.extend(self.usage_chunk(event))
+        return chunks
+
+    def _chunk(self, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        return {**self.meta, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+
+
+class _TextChunks(_Chunks):
+    def __init__(self, model: str, include_usage: bool) -> None:
+        super().__init__(model, "text_completion", "cmpl", include_usage)
+
+    def __call__(self, event: Event) -> list[dict[str, Any]]:
+        if isinstance(event, TextDelta):
+            return [self._chunk(event.text, None)] if event.text else []
+        if isinstance(event, Finish):
+            return [self._chunk("", _reason(event)), *self.usage_chunk(event)]
+        return []
+
+    def _chunk(self, text: str, reason: str | None) -> dict[str, Any]:
+        return {**self.meta, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
+
+
+def _reason(finish: Finish) -> str:
+    return "stop" if finish.reason == "cancelled" else finish.reason
+
+
+def _text(events: list[Event]) -> str:
+    return "".join(event.text for event in events if isinstance(event, TextDelta))
 
 
 async def chat_completions(request: Request) -> Response:
@@ -119,24 +163,50 @@ async def chat_completions(request: Request) -> Response:
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
     runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
-    if body.response_format and body.response_format.get("type") == "json_object":
-        kwargs["response_format"] = {"type": "json_object"}
-
-    return await _generate(request, runtime, "create_chat_completion", kwargs, body.stream, body.include_usage, "chat.completion.chunk")
+    json_output = body.response_format is not None and body.response_format.get("type") == "json_object"
+    task = Task(
+        messages=tuple(kwargs["messages"]),
+        sampling=_sampling(kwargs),
+        max_tokens=kwargs.get("max_tokens"),
+        stop=_stops(kwargs),
+        output=JsonOutput() if json_output else None,
+        deadline=deadline_of(services),
+        agent=agent_of(request, services),
+    )
+    if body.stream:
+        return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage))
+    events = await run_to_completion(request, runtime, task)
+    finish = _finish_of(events)
+    meta = _Chunks(runtime.id, "chat.completion", "chatcmpl", False).meta
+    choice = {"index": 0, "message": {"role": "assistant", "content": _text(events)}, "logprobs": None, "finish_reason": _reason(finish)}
+    return JSONResponse({**meta, "choices": [choice], "usage": _usage(finish)})
 
 
 async def completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, CompletionRequest, services.config.server.max_body_bytes)
-    kwargs: dict[str, Any] = {"prompt": body.prompt_text, "echo": body.echo, **body.sampling()}
+    kwargs: dict[str, Any] = {**body.sampling()}
     if "max_tokens" in body.model_fields_set or body.max_tokens is None:
         kwargs["max_tokens"] = body.max_tokens
     runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
     kwargs.setdefault("max_tokens", body.max_tokens)
-    if body.suffix is not None:
-        kwargs["suffix"] = body.suffix
-
-    return await _generate(request, runtime, "create_completion", kwargs, body.stream, body.include_usage, "text_completion")
+    task = Task(
+        prompt=body.prompt_text,
+        sampling=_sampling(kwargs),
+        max_tokens=kwargs.get("max_tokens"),
+        stop=_stops(kwargs),
+        echo=body.echo,
+        suffix=body.suffix,
+        deadline=deadline_of(services),
+        agent=agent_of(request, services),
+    )
+    if body.stream:
+        return await start_stream(request, runtime, task, _TextChunks(runtime.id, body.include_usage))
+    events = await run_to_completion(request, runtime, task)
+    finish = _finish_of(events)
+    meta = _Chunks(runtime.id, "text_completion", "cmpl", False).meta
+    choice = {"text": _text(events), "index": 0, "logprobs": None, "finish_reason": _reason(finish)}
+    return JSONResponse({**meta, "choices": [choice], "usage": _usage(finish)})
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:
@@ -153,14 +223,18 @@ async def embeddings(request: Request) -> Response:
         raise bad_request(f"model {runtime.id!r} does not serve embeddings (models[].embeddings is false)", param="model")
     if any(not text for text in body.inputs):
         raise bad_request("input must not contain empty strings", param="input")
+    cancel = threading.Event()
     async with AsyncExitStack() as stack:
         await enter_turn(stack, runtime, services.config.server.queue_limit)
-        try:
-            raw = await runtime.embed(body.inputs)
-        except ValueError as error:
-            raise bad_request(str(error), param="input", code="context_length_exceeded") from None
-        except RuntimeError as error:
-            raise unavailable(f"embeddings failed: {error}") from None
+        async with cancel_on_disconnect(request, cancel.set):
+            try:
+                raw = await runtime.embed(body.inputs, cancel)
+            except Cancelled:
+                raise ApiError(499, "client closed the request", code="client_closed") from None
+            except ValueError as error:
+                raise bad_request(str(error), param="input", code="context_length_exceeded") from None
+            except RuntimeError as error:
+                raise unavailable(f"embeddings failed: {error}") from None
     data = []
     for item in raw["data"]:
         vector = item["embedding"]
@@ -170,7 +244,6 @@ async def embeddings(request: Request) -> Response:
             vector = vector[: body.dimensions]
         data.append({"object": "embedding", "index": item["index"], "embedding": _encode(vector, body.encoding_format)})
     usage = raw.get("usage", {})
-    services.metrics.record_generation(runtime.id, usage.get("prompt_tokens", 0), 0, None)
     return JSONResponse({"object": "list", "data": data, "model": runtime.id, "usage": usage})
 
 

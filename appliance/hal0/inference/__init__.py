@@ -1,6 +1,28 @@
-"""Layer 1: models over llama-cpp-python. Knows nothing of HTTP."""
+"""Layer 1: models over llama-cpp-python. Knows nothing of HTTP.
+
+A dialect builds a `Task`, takes the model's turn (`ModelRuntime.turn`), and iterates the events
+of `ModelRuntime.start(task).events()`: TextDelta / ToolCallDelta, then one Finish.
+"""
 
 from hal0.inference.registry import ModelRegistry, UnknownModel
-from hal0.inference.runtime import Guard, LoadState, ModelRuntime, ModelUnavailable, QueueFull
+from hal0.inference.runtime import Cancelled, Generation, LoadState, ModelRuntime, ModelUnavailable, QueueFull
+from hal0.inference.sampling import Sampling
+from hal0.inference.task import (
+    Event,
+    Finish,
+    GenerationFailed,
+    InvalidTask,
+    JsonOutput,
+    Task,
+    TextDelta,
+    TokenLogprob,
+    Tool,
+    ToolCallDelta,
+    Usage,
+)
 
-__all__ = ["Guard", "LoadState", "ModelRegistry", "ModelRuntime", "ModelUnavailable", "QueueFull", "UnknownModel"]
+__all__ = [
+    "Cancelled", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput", "LoadState",
+    "ModelRegistry", "ModelRuntime", "ModelUnavailable", "QueueFull", "Sampling", "Task", "TextDelta", "TokenLogprob",
+    "Tool", "ToolCallDelta", "UnknownModel", "Usage",
+]

@@ -7,8 +7,8 @@ slot with its own sampler chain. A small model on a CPU is bound by reading its 
 step over four sequences costs little more than over one: that is the throughput this buys.
 
 Requests talk to the scheduler through queues only. A request submits a `SlotRequest` and reads
-token ids from its own unbounded queue, so a slow reader never stalls the decode loop; turning
-tokens into text, UTF-8 and stop strings happens on the request's own thread (see completion.py).
+sampled tokens from its own unbounded queue, so a slow reader never stalls the decode loop; turning
+tokens into text, UTF-8 and stop strings happens on the request's own thread (see generate.py).
 
 Numerics: a sequence's logits do not depend on which other sequences share its batch as far as
 llama.cpp's kernels compute each row alike. F32 weights do (to float rounding; greedy output is
@@ -23,16 +23,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy
+from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
 
 log = logging.getLogger("hal0.inference")
 
 END = "end"
-NEXT = "next"  # (NEXT, token id): one generated token
+NEXT = "next"  # (NEXT, Sampled): one generated token
 ERROR = "error"
 
 
@@ -42,34 +41,26 @@ class StepObserver(Protocol):
     def decode_step(self, generated: int, batch_tokens: int) -> None: ...
 
 
-@dataclass
-class Sampling:
-    """Per-request sampling; defaults are llama-cpp-python's create_completion defaults."""
+@dataclass(frozen=True)
+class Sampled:
+    """One generated token and, when asked for, its log-probability and the top alternatives'."""
 
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    logit_bias: dict[int, float] | None = None
-    grammar: Any = None  # llama_cpp.LlamaGrammar
+    token: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(eq=False)
 class SlotRequest:
-    """One generation handed to the scheduler. `out` receives (NEXT, id), then (END, reason) or (ERROR, exc)."""
+    """One generation handed to the scheduler. `out` receives (NEXT, Sampled), then (END, reason) or (ERROR, exc)."""
 
     prompt: list[int]
     max_tokens: int
     sampling: Sampling
     cancel: threading.Event
     deadline: float = float("inf")
-    # Token-level stops, e.g. a chat template's end-of-turn ids (called with the tokens so far).
-    stop_criteria: Sequence[Callable[[Any, Any], bool]] = ()
+    grammar: Any = None  # llama_cpp.LlamaGrammar
+    top_logprobs: int | None = None  # None: no logprobs
     out: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
     # Set by the reader when it has what it needs (a stop string matched): free the slot.
     done: bool = False
@@ -87,7 +78,6 @@ class _Slot:
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
     n_past: int = 0
     last: int | None = None  # sampled token to feed at the next step
-    history: list[int] = field(default_factory=list)
     logits_at: int = -1  # index in this step's batch whose logits this slot samples
     argmax_bias: dict[int, float] | None = None  # set for plain greedy requests (see _sample)
 
@@ -143,9 +133,6 @@ class BatchScheduler:
 
     def submit(self, request: SlotRequest) -> None:
         """Queue a request; the caller (admission) guarantees a slot will be free for it."""
-        for token in request.sampling.logit_bias or {}:
-            if not 0 <= token < self._n_vocab:
-                raise ValueError(f"logit_bias token {token} is not in the vocabulary (0-{self._n_vocab - 1})")
         if len(request.prompt) >= self.slot_ctx:
             raise ValueError(f"Requested tokens ({len(request.prompt)}) exceed context window of {self.slot_ctx}")
         if not request.prompt:
@@ -198,45 +185,15 @@ class BatchScheduler:
     def _start(self, slot: _Slot, request: SlotRequest) -> None:
         slot.request = request
         sampling = request.sampling
-        plain_greedy = sampling.temperature == 0 and sampling.grammar is None and (
-            (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) == (1.0, 0.0, 0.0)
-        )
+        plain_greedy = sampling.temperature == 0 and request.grammar is None and not sampling.penalised
         # Greedy without grammar or penalties is an argmax over the (biased) logits: done in numpy
         # it skips building llama.cpp's candidate array over the whole vocabulary (262k entries for
         # Gemma, ~0.25 ms per sequence and step). Same choice, first maximum on ties, as its sampler.
         slot.argmax_bias = dict(sampling.logit_bias or {}) if plain_greedy else None
-        slot.sampler = None if plain_greedy else self._sampler(sampling)
+        slot.sampler = None if plain_greedy else build_sampler(self._model, self._n_vocab, sampling, request.grammar, self._default_seed)
         slot.pending = list(request.prompt)
-        slot.history = list(request.prompt)
         slot.n_past = 0
         slot.last = None
-
-    def _sampler(self, sampling: Sampling) -> Any:
-        # Same chain, same order as llama-cpp-python's Llama._init_sampler, so a request samples
-        # alike on both paths.
-        llama_cpp = self._llama_cpp
-        sampler = self._internals.LlamaSampler()
-        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        if sampling.logit_bias:
-            sampler.add_logit_bias(n_vocab, sampling.logit_bias)
-        if (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) != (1.0, 0.0, 0.0):
-            sampler.add_penalties(n_vocab, 64, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
-        if sampling.grammar is not None:
-            sampler.add_grammar(self._model, sampling.grammar)
-        seed = sampling.seed if sampling.seed is not None else self._default_seed
-        seed = llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
-        if sampling.temperature == 0:
-            sampler.add_greedy()
-        elif sampling.temperature < 0:
-            sampler.add_dist(seed)
-        else:
-            sampler.add_top_k(sampling.top_k)
-            sampler.add_typical(sampling.typical_p, 1)
-            sampler.add_top_p(sampling.top_p, 1)
-            sampler.add_min_p(sampling.min_p, 1)
-            sampler.add_temp(sampling.temperature)
-            sampler.add_dist(seed)
-        return sampler
 
     def _step(self) -> None:
         now = time.perf_counter()
@@ -306,24 +263,25 @@ class BatchScheduler:
     def _sample(self, slot: _Slot) -> None:
         request = slot.request
         assert request is not None
+        logprob: float | None = None
+        top: tuple[tuple[int, float], ...] = ()
+        logits = logits_row(self._ctx.ctx, slot.logits_at, self._n_vocab)
+        raw = logits.copy() if request.top_logprobs is not None else None  # before any bias
         if slot.argmax_bias is not None:
-            logits = numpy.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(self._ctx.ctx, slot.logits_at), shape=(self._n_vocab,))
             for biased, bias in slot.argmax_bias.items():
                 logits[biased] += bias  # this step's buffer, read by no one else
             token = int(logits.argmax())
         else:
             token = self._llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, slot.logits_at)
+        if raw is not None:
+            logprob, top = token_logprobs(raw, token, request.top_logprobs or 0)
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
         if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(slot, END, "stop")
             return
-        slot.history.append(token)
-        if any(criterion(slot.history, None) for criterion in request.stop_criteria):
-            self._finish(slot, END, "stop")
-            return
         request.generated += 1
-        request.out.put((NEXT, token))
+        request.out.put((NEXT, Sampled(token, logprob, top)))
         slot.last = token
         if request.generated >= request.max_tokens or slot.n_past + 1 >= self.slot_ctx:
             self._finish(slot, END, "length")
@@ -333,7 +291,6 @@ class BatchScheduler:
         slot.request = None
         slot.pending = []
         slot.last = None
-        slot.history = []
         slot.argmax_bias = None
         # Free the sequence's cells at once so the next request starts from an empty stream.
         self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)

@@ -9,9 +9,11 @@ client goes away (the caller sets `cancel`), or at its deadline; both are checke
 criterion inside llama.cpp's token loop, so cancellation frees the model within one token.
 
 With `parallel` > 1 the model has that many slots instead of one turn: a BatchScheduler thread
-decodes all running requests together (batching.py), each request runs its chat handler and
-text assembly on a thread of its own (completion.py), and the queue holds requests beyond the
-slots. `parallel: 1` keeps the single-turn path above, unchanged.
+decodes all running requests together (batching.py), each request runs its template and text
+assembly on a thread of its own, and the queue holds requests beyond the slots.
+
+Either way a request is a Task run by `start(task)`: the same code (generate.py) over one of two
+engines (engines.py), and its metrics are recorded here, once, when it ends.
 """
 
 from __future__ import annotations
@@ -21,21 +23,24 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hal0.config.models import ModelConfig
 from hal0.inference.batching import BatchScheduler
-from hal0.inference.completion import SlotLlama
+from hal0.inference.engines import BatchedEngine, SingleEngine
+from hal0.inference.generate import LoadedModel, run
+from hal0.inference.task import Event, Finish, InvalidTask, Task
+from hal0.inference.templates import template_for
 
 log = logging.getLogger("hal0.inference")
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 _POOLING_MEAN = 1
 _SPARE_CTX = 256  # context of the Llama object when the scheduler owns the real one
+_EMBED_GROUP = 16  # inputs per embedding call: how soon an abandoned request gives the turn back
 
 
 class RuntimeObserver(Protocol):
@@ -44,6 +49,8 @@ class RuntimeObserver(Protocol):
     def queue_wait(self, model: str, seconds: float) -> None: ...
 
     def decode_step(self, model: str, generated: int, batch_tokens: int) -> None: ...
+
+    def record_generation(self, model: str, prompt_tokens: int, generated_tokens: int, ttft: float | None) -> None: ...
 
 
 class _StepReporter:
@@ -78,55 +85,8 @@ class ModelUnavailable(Exception):
     """The model is not loaded (still loading, failed, or unloaded)."""
 
 
-@dataclass
-class Guard:
-    """Per-request state read inside llama.cpp's token loop (on the worker thread)."""
-
-    cancel: threading.Event = field(default_factory=threading.Event)
-    deadline: float = float("inf")
-    started: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    timed_out: bool = False
-    prompt_tokens: int = 0
-    generated: int = 0
-    context_limit: int = 0  # set by the runtime: stop cleanly before llama.cpp runs out of KV cache
-
-    def __call__(self, input_ids: Any, _logits: Any) -> bool:
-        # Called once per generated token; at the first call input_ids holds the evaluated prompt.
-        now = time.perf_counter()
-        if self.first_token_at is None:
-            self.first_token_at = now
-            self.prompt_tokens = len(input_ids)
-        self.generated += 1
-        if self.context_limit and len(input_ids) >= self.context_limit - 1:
-            return True  # a full context ends the generation (finish "length"-like), not llama_decode failing
-        if now > self.deadline:
-            self.timed_out = True
-            return True
-        return self.cancel.is_set()
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first_token_at is None else self.first_token_at - self.started
-
-
-def _llama_class() -> type:
-    from llama_cpp import Llama, StoppingCriteriaList
-
-    class GuardedLlama(Llama):  # type: ignore[misc]
-        """Llama whose every completion (chat handlers call create_completion too) obeys the
-        guard of the request running on this model's worker thread."""
-
-        hal0_guard: Guard | None = None
-
-        def create_completion(self, *args: Any, **kwargs: Any) -> Any:
-            guard = self.hal0_guard
-            if guard is not None:
-                criteria = kwargs.get("stopping_criteria") or StoppingCriteriaList()
-                kwargs["stopping_criteria"] = StoppingCriteriaList([*criteria, guard])
-            return super().create_completion(*args, **kwargs)
-
-    return GuardedLlama
+class Cancelled(Exception):
+    """The caller cancelled the work (its client went away)."""
 
 
 def llama_kwargs(config: ModelConfig, verbose: bool) -> dict[str, Any]:
@@ -167,6 +127,7 @@ class ModelRuntime:
         self.loaded_at: float | None = None
         self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows "offloaded N/M layers"
         self._llama: Any = None
+        self._loaded: LoadedModel | None = None
         self._embedder: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hal0-{config.id}")
         self._admitted = 0  # running + waiting
@@ -212,15 +173,21 @@ class ModelRuntime:
     def _load_sync(self) -> Any:
         import os
 
+        from llama_cpp import Llama
+
         if not os.path.isfile(self.config.path):
             raise FileNotFoundError(f"model file not found: {self.config.path}")
         kwargs = llama_kwargs(self.config, self._verbose)
+        seed = self.config.seed if self.config.seed >= 0 else None
         if self.slots == 1:
-            return _llama_class()(**kwargs)
-        # The Llama serves tokenizer, metadata and chat handler; the scheduler's own context
+            llama = Llama(**kwargs)
+            self._loaded = LoadedModel(llama, template_for(llama), SingleEngine(llama, seed))
+            return llama
+        # The Llama serves tokenizer, metadata and chat template; the scheduler's own context
         # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
         kwargs["n_ctx"] = kwargs["n_batch"] = kwargs["n_ubatch"] = _SPARE_CTX
-        llama = _llama_class()(**kwargs)
+        llama = Llama(**kwargs)
+        template = template_for(llama)
         self._scheduler = BatchScheduler(
             llama,
             n_slots=self.slots,
@@ -230,6 +197,7 @@ class ModelRuntime:
             default_seed=self.config.seed if self.config.seed >= 0 else None,
             observer=_StepReporter(self),
         )
+        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler))
         return llama
 
     async def unload(self) -> None:
@@ -238,7 +206,7 @@ class ModelRuntime:
                 await self._slot_sem.acquire()
             try:
                 llama, embedder, scheduler = self._llama, self._embedder, self._scheduler
-                self._llama = self._embedder = self._scheduler = None
+                self._llama = self._embedder = self._scheduler = self._loaded = None
                 self.state = LoadState.UNLOADED
                 await asyncio.get_running_loop().run_in_executor(self._executor, _close, scheduler, llama, embedder)
             finally:
@@ -247,7 +215,7 @@ class ModelRuntime:
 
     def close(self) -> None:
         _close(self._scheduler, self._llama, self._embedder)
-        self._llama = self._embedder = self._scheduler = None
+        self._llama = self._embedder = self._scheduler = self._loaded = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._requests is not None:
             self._requests.shutdown(wait=False, cancel_futures=True)
@@ -280,74 +248,44 @@ class ModelRuntime:
     def _worker(self) -> ThreadPoolExecutor:
         return self._requests or self._executor
 
-    async def run(self, work: Callable[[Any, Guard], Any], guard: Guard) -> Any:
-        """Run `work(llama, guard)` on the worker thread. Call inside `turn()`."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, self._guarded, work, guard)
+    def start(self, task: Task) -> Generation:
+        """The task as a Generation to iterate. Call inside `turn()`."""
+        if self._loaded is None:
+            raise ModelUnavailable(self._unavailable_reason())
+        return Generation(self, self._loaded, task)
 
-    def _guarded(self, work: Callable[[Any, Guard], Any], guard: Guard) -> Any:
-        if self._scheduler is not None:
-            return work(SlotLlama(self._llama, self._scheduler, guard), guard)
-        self._llama.hal0_guard = guard
-        try:
-            return work(self._llama, guard)
-        finally:
-            self._llama.hal0_guard = None
+    async def embed(self, inputs: list[str], cancel: threading.Event) -> dict[str, Any]:
+        """Embeddings through a second llama.cpp context over the same (memory-mapped) weights.
 
-    async def stream(self, work: Callable[[Any, Guard], Iterator[Any]], guard: Guard) -> AsyncIterator[Any]:
-        """Run a streaming `work` on the worker thread and yield its items here. Call inside `turn()`.
-
-        Leaving the loop early (client gone) sets the guard's cancel flag; the turn is held until
-        the worker thread has really stopped, so the next request never overlaps it.
+        Inputs are embedded a few at a time so a set `cancel` (client gone) frees the model's
+        turn within one group: raises Cancelled. Call inside `turn()`.
         """
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                for item in self._guarded_iter(work, guard):
-                    if guard.cancel.is_set():
-                        break
-                    loop.call_soon_threadsafe(items.put_nowait, ("item", item))
-            except BaseException as error:  # noqa: BLE001 - handed to the consumer
-                loop.call_soon_threadsafe(items.put_nowait, ("error", error))
-            finally:
-                loop.call_soon_threadsafe(items.put_nowait, ("end", None))
-
-        worker = loop.run_in_executor(self._worker, produce)
+        worker = asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, inputs, cancel)
         try:
-            while True:
-                kind, value = await items.get()
-                if kind == "end":
-                    break
-                if kind == "error":
-                    raise value
-                yield value
-        finally:
-            guard.cancel.set()
-            await asyncio.shield(worker)
+            return await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            cancel.set()
+            await worker  # the turn is held until the worker has really stopped
+            raise
 
-    def _guarded_iter(self, work: Callable[[Any, Guard], Iterator[Any]], guard: Guard) -> Iterator[Any]:
-        if self._scheduler is not None:
-            yield from work(SlotLlama(self._llama, self._scheduler, guard), guard)
-            return
-        self._llama.hal0_guard = guard
-        try:
-            yield from work(self._llama, guard)
-        finally:
-            self._llama.hal0_guard = None
-
-    async def embed(self, inputs: list[str]) -> dict[str, Any]:
-        """Embeddings through a second llama.cpp context over the same (memory-mapped) weights."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, inputs)
-
-    def _embed_sync(self, inputs: list[str]) -> dict[str, Any]:
+    def _embed_sync(self, inputs: list[str], cancel: threading.Event) -> dict[str, Any]:
         if self._embedder is None:
             from llama_cpp import Llama
 
             kwargs = llama_kwargs(self.config, self._verbose)
             kwargs.update(embedding=True, pooling_type=_POOLING_MEAN)
             self._embedder = Llama(**kwargs)
-        return self._embedder.create_embedding(inputs)
+        data: list[dict[str, Any]] = []
+        prompt_tokens = 0
+        for first in range(0, len(inputs), _EMBED_GROUP):
+            if cancel.is_set():
+                raise Cancelled("embeddings cancelled")
+            part = self._embedder.create_embedding(inputs[first : first + _EMBED_GROUP])
+            data.extend({**item, "index": first + item["index"]} for item in part["data"])
+            prompt_tokens += part.get("usage", {}).get("prompt_tokens", 0)
+        if self.observer is not None:
+            self.observer.record_generation(self.id, prompt_tokens, 0, None)
+        return {"data": data, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
 
     def tokenize(self, text: str) -> list[int]:
         return self._llama.tokenize(text.encode(), add_bos=False, special=True) if self._llama else []
@@ -357,3 +295,65 @@ def _close(*instances: Any) -> None:
     for instance in instances:
         if instance is not None:
             instance.close()
+
+
+class Generation:
+    """One task running on a model: iterate `events()`; `cancel()` stops it within a token.
+
+    The run happens on the runtime's worker thread; events reach the caller through a queue, so
+    the event loop never waits on llama.cpp. Leaving the iteration early (client gone) cancels the
+    run and waits until the worker has really stopped, so the model's turn is never overlapped.
+    """
+
+    def __init__(self, runtime: ModelRuntime, model: LoadedModel, task: Task) -> None:
+        self._runtime = runtime
+        self._model = model
+        self._task = task
+        self._cancel = threading.Event()
+        self.finish: Finish | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    async def events(self) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        started = time.perf_counter()
+
+        def produce() -> None:
+            try:
+                for event in run(self._model, self._task, self._cancel, started):
+                    if isinstance(event, Finish):
+                        self.finish = event
+                        self._record(event)
+                    loop.call_soon_threadsafe(items.put_nowait, ("event", event))
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                loop.call_soon_threadsafe(items.put_nowait, ("error", error))
+            finally:
+                loop.call_soon_threadsafe(items.put_nowait, ("end", None))
+
+        worker = loop.run_in_executor(self._runtime._worker, produce)
+        try:
+            while True:
+                kind, value = await items.get()
+                if kind == "end":
+                    break
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            self._cancel.set()
+            await asyncio.shield(worker)
+
+    def _record(self, finish: Finish) -> None:
+        # The one place generation metrics are recorded, whatever the dialect or engine.
+        observer = self._runtime.observer
+        if observer is not None:
+            observer.record_generation(self._runtime.id, finish.usage.prompt_tokens, finish.usage.completion_tokens, finish.ttft)
+
+
+__all__ = ["Cancelled", "Generation", "InvalidTask", "LoadState", "ModelRuntime", "ModelUnavailable", "QueueFull"]

@@ -1,0 +1,161 @@
+"""The two ways a model runs generations, behind one interface.
+
+An engine takes token ids and sampling (a TokenJob) and yields sampled tokens until the job ends:
+at an end-of-generation token ("stop"), at its token budget or the end of its context ("length"),
+or when cancelled or past its deadline. Everything above tokens (templates, text, stop strings,
+tool calls, logprob text) is the same for both and lives in generate.py.
+
+- SingleEngine (`parallel: 1`): one generation at a time on the model's own llama.cpp context,
+  reusing the KV cache of the previous prompt's common prefix.
+- BatchedEngine (`parallel` > 1): the BatchScheduler decodes all running jobs together.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hal0.inference.batching import END, ERROR, BatchScheduler, Sampled, SlotRequest
+from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
+from hal0.inference.task import GenerationFailed
+
+__all__ = ["BatchedEngine", "Engine", "Sampled", "SingleEngine", "TokenJob"]
+
+
+@dataclass(eq=False)
+class TokenJob:
+    """Tokens in; the engine fills in how the job ended and when its first token came."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: Sampling
+    cancel: threading.Event
+    deadline: float = float("inf")
+    grammar: Any = None  # llama_cpp.LlamaGrammar
+    top_logprobs: int | None = None
+    finish: str = "stop"  # "stop", "length", "cancelled", "timeout"
+    first_token_at: float | None = None
+
+
+class Engine(Protocol):
+    """Runs TokenJobs on the calling thread (a worker thread of the runtime)."""
+
+    @property
+    def context(self) -> int:
+        """Tokens one sequence may hold: prompt plus generated."""
+        ...
+
+    def generate(self, job: TokenJob) -> Iterator[Sampled]:
+        """Yield the job's tokens; closing the iterator early frees the sequence at once."""
+        ...
+
+
+class SingleEngine:
+    """One generation at a time on the Llama's context (the runtime's single turn guarantees it)."""
+
+    def __init__(self, llama: Any, default_seed: int | None) -> None:
+        import llama_cpp
+
+        self._llama = llama
+        self._llama_cpp = llama_cpp
+        self._n_vocab = llama.n_vocab()
+        self._default_seed = default_seed
+
+    @property
+    def context(self) -> int:
+        return self._llama.n_ctx()
+
+    def generate(self, job: TokenJob) -> Iterator[Sampled]:
+        llama, llama_cpp = self._llama, self._llama_cpp
+        rest = self._reuse_prefix(job.prompt)
+        sampler = build_sampler(llama._model, self._n_vocab, job.sampling, job.grammar, self._default_seed)
+        ctx = llama._ctx.ctx
+        vocab = llama._model.vocab
+        generated = 0
+        try:
+            self._eval(rest)
+            while True:
+                if job.cancel.is_set():
+                    job.finish = "cancelled"
+                    return
+                if time.perf_counter() > job.deadline:
+                    job.finish = "timeout"
+                    return
+                raw = logits_row(ctx, -1, self._n_vocab).copy() if job.top_logprobs is not None else None
+                token = llama_cpp.llama_sampler_sample(sampler.sampler, ctx, -1)
+                if job.first_token_at is None:
+                    job.first_token_at = time.perf_counter()
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    job.finish = "stop"
+                    return
+                logprob, top = token_logprobs(raw, token, job.top_logprobs or 0) if raw is not None else (None, ())
+                yield Sampled(token, logprob, top)
+                generated += 1
+                # The next token needs a cell of its own: end at the budget or a full context, never
+                # by llama_decode failing.
+                if generated >= job.max_tokens or llama.n_tokens + 1 >= self.context:
+                    job.finish = "length"
+                    return
+                self._eval([token])
+        finally:
+            sampler.close()
+
+    def _reuse_prefix(self, prompt: list[int]) -> list[int]:
+        """Keep the KV cells of the longest common prefix with the last prompt; return what is left
+        to decode (at least one token, so the logits are fresh)."""
+        llama = self._llama
+        same = 0
+        for cached, token in zip(llama._input_ids[: llama.n_tokens], prompt, strict=False):
+            if cached != token:
+                break
+            same += 1
+        same = min(same, len(prompt) - 1)
+        if same <= 0 or not llama._ctx.kv_cache_seq_rm(-1, same, -1):
+            llama.reset()
+            llama._ctx.kv_cache_clear()
+            return list(prompt)
+        llama.n_tokens = same
+        return list(prompt[same:])
+
+    def _eval(self, tokens: list[int]) -> None:
+        try:
+            self._llama.eval(tokens)
+        except RuntimeError as error:
+            self._llama.reset()  # the cache no longer matches input_ids
+            raise GenerationFailed(str(error)) from error
+
+
+class BatchedEngine:
+    """Jobs go to the model's BatchScheduler; this thread only reads its tokens back."""
+
+    def __init__(self, scheduler: BatchScheduler) -> None:
+        self._scheduler = scheduler
+
+    @property
+    def context(self) -> int:
+        return self._scheduler.slot_ctx
+
+    def generate(self, job: TokenJob) -> Iterator[Sampled]:
+        request = SlotRequest(
+            prompt=job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, cancel=job.cancel,
+            deadline=job.deadline, grammar=job.grammar, top_logprobs=job.top_logprobs,
+        )
+        self._scheduler.submit(request)
+        try:
+            while True:
+                kind, value = request.out.get()
+                if kind == END:
+                    job.finish = value
+                    return
+                if kind == ERROR:
+                    raise GenerationFailed(str(value)) from value
+                if job.first_token_at is None:
+                    job.first_token_at = request.first_token_at or time.perf_counter()
+                yield value
+        finally:
+            request.done = True  # the reader stopped (stop string, client gone): free the slot
+
+

@@ -1,0 +1,130 @@
+"""Running a Task on a loaded model: the one generation path both engines share.
+
+prompt or messages -> tokens (chat template) -> checks (context, bias ids) -> grammar -> the
+engine's tokens -> text (UTF-8, stop strings), logprobs, tool calls -> events. Runs on a worker
+thread of the model's runtime; the engine decides how tokens are decoded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from hal0.inference.engines import Engine, Sampled, TokenJob
+from hal0.inference.task import Finish, InvalidTask, Task, TextDelta, TokenLogprob, Usage
+from hal0.inference.templates import Formatter, stops_of
+from hal0.inference.text import TextStream
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What a run needs of a loaded model: its Llama (tokenizer, vocabulary), template and engine."""
+
+    llama: Any
+    template: Formatter
+    engine: Engine
+
+
+def prompt_tokens(llama: Any, prompt: str) -> list[int]:
+    # As llama-cpp-python's _create_completion: text gets the model's BOS (and EOS) when its
+    # tokenizer says so.
+    model = llama._model
+    tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) if prompt else []
+    bos = model.token_cls() if model.token_cls() != -1 else model.token_bos()
+    if model.add_bos_token() and bos != -1:
+        tokens = [bos, *tokens]
+    sep = model.token_sep()
+    if model.add_eos_token() or sep != -1:
+        tokens.append(sep if sep != -1 else model.token_eos())
+    return tokens or [model.token_bos()]
+
+
+def _check_bias(task: Task, n_vocab: int) -> None:
+    outside = sorted(token for token in task.sampling.logit_bias or {} if not 0 <= token < n_vocab)
+    if outside:
+        raise InvalidTask(
+            f"logit_bias token ids {', '.join(map(str, outside))} are not in the vocabulary (0-{n_vocab - 1})",
+            param="logit_bias",
+        )
+
+
+def _json_grammar() -> Any:
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
+def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[TextDelta | Finish]:
+    """The task's events. Raises InvalidTask before the first event when the task cannot run."""
+    llama, engine = model.llama, model.engine
+    stops = list(task.stop)
+    if task.messages is not None:
+        rendered = model.template(list(task.messages))
+        tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        stops = stops_of(rendered, task.stop)
+    else:
+        tokens = prompt_tokens(llama, task.prompt or "")
+    if not tokens:
+        raise InvalidTask("the prompt is empty", param="prompt")
+    room = engine.context - len(tokens)
+    if room <= 0:
+        raise InvalidTask(
+            f"Requested tokens ({len(tokens)}) exceed context window of {engine.context}", code="context_length_exceeded"
+        )
+    _check_bias(task, llama.n_vocab())
+    job = TokenJob(
+        prompt=tokens,
+        max_tokens=room if task.max_tokens is None else min(task.max_tokens, room),
+        sampling=task.sampling,
+        cancel=cancel,
+        deadline=task.deadline,
+        grammar=_json_grammar() if task.output is not None else None,
+        top_logprobs=task.logprobs,
+    )
+    yield from _text_events(llama, task, job, engine, stops, started, len(tokens))
+
+
+def _text_events(
+    llama: Any, task: Task, job: TokenJob, engine: Engine, stops: list[str], started: float, n_prompt: int
+) -> Iterator[TextDelta | Finish]:
+    text = TextStream(llama, stops)
+    generated = 0
+    stopped = False
+    pending: list[TokenLogprob] = []
+    if task.echo and task.prompt:
+        yield TextDelta(task.prompt)
+    tokens = engine.generate(job)
+    try:
+        for sampled in tokens:
+            generated += 1
+            if job.top_logprobs is not None:
+                pending.append(_logprob(llama, sampled))
+            piece, stopped = text.feed(sampled.token)
+            if piece or (pending and stopped):
+                yield TextDelta(piece, tuple(pending))
+                pending = []
+            if stopped:
+                break
+    finally:
+        tokens.close()  # frees the sequence at once, whoever stops reading
+    reason = "stop" if stopped or job.finish in ("stop", "timeout") else job.finish
+    if reason != "cancelled":
+        rest = text.flush() + (task.suffix or "")
+        if rest or pending:
+            yield TextDelta(rest, tuple(pending))
+    ttft = None if job.first_token_at is None else job.first_token_at - started
+    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == "timeout")  # type: ignore[arg-type]
+
+
+def _logprob(llama: Any, sampled: Sampled) -> TokenLogprob:
+    def piece(token: int) -> tuple[str, bytes]:
+        raw = llama.detokenize([token], special=False)
+        return raw.decode("utf-8", "replace"), raw
+
+    text, raw = piece(sampled.token)
+    top = tuple((*piece(token), logprob) for token, logprob in sampled.top)
+    return TokenLogprob(text, raw, sampled.logprob if sampled.logprob is not None else 0.0, top)
+
+

@@ -1,0 +1,81 @@
+"""Per-request sampling: the parameters, the llama.cpp sampler chain built from them, and logprobs.
+
+Both engines build their chain here, in the same order as llama-cpp-python's Llama._init_sampler,
+so a request samples alike whichever engine runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling for one request; defaults are llama-cpp-python's create_completion defaults."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    logit_bias: dict[int, float] | None = None
+
+    @property
+    def penalised(self) -> bool:
+        return (self.repeat_penalty, self.frequency_penalty, self.presence_penalty) != (1.0, 0.0, 0.0)
+
+
+def build_sampler(model: Any, n_vocab: int, sampling: Sampling, grammar: Any, default_seed: int | None) -> Any:
+    """A llama.cpp sampler chain (an `_internals.LlamaSampler`; the caller closes it)."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    sampler = _internals.LlamaSampler()
+    if sampling.logit_bias:
+        sampler.add_logit_bias(n_vocab, sampling.logit_bias)
+    if sampling.penalised:
+        sampler.add_penalties(n_vocab, 64, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
+    if grammar is not None:
+        sampler.add_grammar(model, grammar)
+    seed = sampling.seed if sampling.seed is not None else default_seed
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
+    if sampling.temperature == 0:
+        sampler.add_greedy()
+    elif sampling.temperature < 0:
+        sampler.add_dist(seed)
+    else:
+        sampler.add_top_k(sampling.top_k)
+        sampler.add_typical(sampling.typical_p, 1)
+        sampler.add_top_p(sampling.top_p, 1)
+        sampler.add_min_p(sampling.min_p, 1)
+        sampler.add_temp(sampling.temperature)
+        sampler.add_dist(seed)
+    return sampler
+
+
+def logits_row(ctx: Any, index: int, n_vocab: int) -> numpy.ndarray:
+    """The logits llama.cpp computed for batch row `index` (-1: the last), as a view."""
+    import llama_cpp
+
+    return numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+
+
+def token_logprobs(logits: numpy.ndarray, token: int, top: int) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """The natural-log probability of `token` under log-softmax(logits) and the `top` most likely
+    tokens with theirs: the model's own distribution, before any bias, grammar or truncation."""
+    row = logits.astype(numpy.float64)
+    peak = row.max()
+    log_total = peak + numpy.log(numpy.exp(row - peak).sum())
+    chosen = float(row[token] - log_total)
+    if top <= 0:
+        return chosen, ()
+    best = numpy.argpartition(row, -top)[-top:]
+    best = best[numpy.argsort(-row[best], kind="stable")]
+    return chosen, tuple((int(tok), float(row[tok] - log_total)) for tok in best)

@@ -1,0 +1,120 @@
+"""The task API: what inference accepts (a Task) and what it gives back (a stream of events).
+
+A dialect (chat completions, completions, later Responses or Messages) builds a Task from its
+request body and translates the events back into its own wire format; it never touches
+llama-cpp-python. The task is plain data: prompt or messages, sampling, limits, output
+constraints and tools. Events come in this order: any number of TextDelta / ToolCallDelta, then
+exactly one Finish (unless the run raises InvalidTask or GenerationFailed before any event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hal0.inference.sampling import Sampling
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call; `parameters` is the JSON schema its arguments must match."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """The reply must be JSON; with a schema, JSON that validates against it."""
+
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One generation. Exactly one of `prompt` (raw completion) and `messages` (chat) is set.
+
+    `messages` are OpenAI-shaped dicts: role system/user/assistant/tool, content, and for
+    assistant turns `tool_calls`, for tool turns `tool_call_id`.
+    `tool_choice` is "none", "auto", "required" or a tool name (that tool must be called).
+    `logprobs` is None (off) or how many alternatives to report per token (0-20).
+    `deadline` is on the time.perf_counter() clock; reaching it ends the run like a stop.
+    """
+
+    prompt: str | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    max_tokens: int | None = None  # None: until the model stops or the context is full
+    stop: tuple[str, ...] = ()
+    echo: bool = False
+    suffix: str | None = None
+    output: JsonOutput | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
+    logprobs: int | None = None
+    deadline: float = float("inf")
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, bytes, log-probability and the top alternatives'."""
+
+    token: str
+    bytes: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of tool call `index`: the first carries id and name, later ones argument fragments."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+    usage: Usage
+    ttft: float | None = None  # seconds from the start of the run to the first token
+    timed_out: bool = False
+
+
+Event = TextDelta | ToolCallDelta | Finish
+
+
+class InvalidTask(ValueError):
+    """The task cannot run as asked (prompt over the context, bad bias, unsupported schema): a 4xx."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class GenerationFailed(RuntimeError):
+    """llama.cpp failed while running this task (e.g. llama_decode returned an error)."""
