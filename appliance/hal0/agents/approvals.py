@@ -136,10 +136,12 @@ class ApprovalStore:
         rows = self._conn.execute(query, (state, state, agent, agent, limit)).fetchall()
         return [Approval.from_row(row) for row in rows]
 
-    def audit(self, *, approval_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def audit(self, *, approval_id: str | None = None, agent: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first; `agent` keeps only the rows of that agent's approvals (an agent's own view)."""
         rows = self._conn.execute(
-            "SELECT * FROM audit WHERE (? IS NULL OR approval_id = ?) ORDER BY seq DESC LIMIT ?",
-            (approval_id, approval_id, limit),
+            "SELECT audit.* FROM audit WHERE (? IS NULL OR approval_id = ?)"
+            " AND (? IS NULL OR approval_id IN (SELECT id FROM approvals WHERE agent = ?)) ORDER BY seq DESC LIMIT ?",
+            (approval_id, approval_id, agent, agent, limit),
         ).fetchall()
         return [dict(row) for row in rows]
 

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from hal0.agents import AGENT_HEADER
 from hal0.agents.approvals import STATES, TransitionError
-from hal0.api.body import parse_json
+from hal0.api.body import ascii_int, parse_json
 from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
@@ -36,9 +36,10 @@ class DecisionBody(BaseModel):
 
 def _limit(request: Request) -> int:
     value = request.query_params.get("limit", "100")
-    if not value.isdigit() or not 1 <= int(value) <= 1000:
+    number = ascii_int(value)
+    if number is None or not 1 <= number <= 1000:
         raise bad_request(f"limit must be an integer from 1 to 1000, got {value!r}", param="limit")
-    return int(value)
+    return number
 
 
 def _caller_agent(request: Request) -> str | None:
@@ -104,7 +105,10 @@ async def deny(request: Request) -> JSONResponse:
 
 async def audit(request: Request) -> JSONResponse:
     store = services_of(request).approvals
-    return JSONResponse({"audit": store.audit(approval_id=request.query_params.get("approval_id") or None, limit=_limit(request))})
+    # Scoped like the queue: an agent reads the trail of its own approvals only; a human reads all.
+    entries = store.audit(approval_id=request.query_params.get("approval_id") or None, agent=_caller_agent(request),
+                          limit=_limit(request))
+    return JSONResponse({"audit": entries})
 
 
 def recover(services: Any) -> list[str]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hal0.api.body import parse_json
+from hal0.api.body import ascii_int, parse_json
 from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
@@ -33,7 +33,7 @@ class PatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
     tags: list[str] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(None, description="A new object replaces the metadata; null removes it.")
 
 
 def _call(request: Request) -> ToolCall:
@@ -68,9 +68,10 @@ def _int_param(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    if not value.isdigit():
+    number = ascii_int(value)
+    if number is None:
         raise bad_request(f"{name} must be a positive integer, got {value!r}", param=name)
-    return int(value)
+    return number
 
 
 def _limit(request: Request) -> int:
@@ -101,7 +102,9 @@ async def item(request: Request) -> JSONResponse:
         body = await parse_json(request, PatchBody, _limit(request))
         if not body.model_fields_set:
             raise bad_request("nothing to change; send text, tags and/or metadata", code="invalid_json")
-        return JSONResponse(await _run("update", call, {"id": item_id, **body.model_dump()}))
+        # `"metadata": null` clears it, as in a JSON merge patch; absent leaves it as it is.
+        clear = "metadata" in body.model_fields_set and body.metadata is None
+        return JSONResponse(await _run("update", call, {"id": item_id, **body.model_dump(), "clear_metadata": clear}))
     if request.method == "DELETE":
         result = await _run("forget", call, {"id": item_id})
         return JSONResponse(result, status_code=202 if result.get("status") == "pending" else 200)

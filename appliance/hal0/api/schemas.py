@@ -6,9 +6,12 @@ silently ignored. Parameters clients commonly send with their default value are 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_TOKEN_ID = re.compile(r"[0-9]{1,10}")
 
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
 
@@ -73,8 +76,9 @@ class _Sampling(_Body):
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for token, bias in (value or {}).items():
-            if not token.isdigit():
-                raise ValueError(f"keys must be token ids, got {token!r}")
+            # ASCII digits only (str.isdigit() accepts "²", which int() refuses), short enough to be an id.
+            if not _TOKEN_ID.fullmatch(token):
+                raise ValueError(f"keys must be token ids (non-negative integers), got {token!r}")
             if not -100 <= bias <= 100:
                 raise ValueError(f"bias for token {token} must be between -100 and 100")
         return value

@@ -52,7 +52,7 @@ class AdminUser(_Section):
     @classmethod
     def _keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         for key in keys:
-            if not _SSH_KEY.match(key.strip()):
+            if not _SSH_KEY.fullmatch(key.strip()):
                 raise ValueError(f"not an OpenSSH public key: {key[:40]!r}")
         return keys
 

@@ -78,7 +78,7 @@ def check_host_entry(entry: str) -> str:
         raise ValueError(f"{entry!r}: a host has no scheme; write it without http:// or https://")
     if "/" in entry:
         raise ValueError(f"{entry!r}: a host has no path")
-    match = _HOST_ENTRY.match(entry)
+    match = _HOST_ENTRY.fullmatch(entry)
     if not match:
         raise ValueError(f"{entry!r}: expected host, host:port or host:*")
     port = match.group("port")
@@ -89,7 +89,7 @@ def check_host_entry(entry: str) -> str:
 
 def check_origin_entry(entry: str) -> str:
     """Validate one `mcp.allowed_origins` entry: scheme://host[:port], no path."""
-    match = _ORIGIN_ENTRY.match(entry)
+    match = _ORIGIN_ENTRY.fullmatch(entry)
     if not match:
         raise ValueError(f"{entry!r}: expected an origin such as http://host or https://host:8443 (no path)")
     port = match.group(3)

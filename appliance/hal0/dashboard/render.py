@@ -75,7 +75,7 @@ ENV.filters.update(when=when, duration=duration, size=size, pretty=pretty, compa
 
 def base_href(request: Request) -> str:
     prefix = request.headers.get("x-forwarded-prefix", "").strip()
-    if prefix and _PREFIX.match(prefix):
+    if prefix and _PREFIX.fullmatch(prefix):
         return prefix.rstrip("/") + "/"
     depth = request.url.path.count("/") - 1
     return "../" * depth if depth > 0 else "./"

@@ -67,7 +67,8 @@ def clean_tags(tags: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
         raise InvalidInputError("tags must be a list of strings", "tags")
     seen: dict[str, None] = {}
     for tag in tags:
-        if not isinstance(tag, str) or not TAG_PATTERN.match(tag):
+        # fullmatch: with match, the pattern's `$` would also accept a trailing newline ("evil\n").
+        if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
             raise InvalidInputError(f"tag {tag!r} must match {TAG_PATTERN.pattern}", "tags")
         seen.setdefault(tag, None)
     if len(seen) > MAX_TAGS:

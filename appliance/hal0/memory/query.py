@@ -34,15 +34,22 @@ def encode_cursor(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# A cursor is client input: a forged position must stay inside SQLite's signed 64-bit integers, with
+# room for the page size added to a search offset.
+MAX_POSITION = 2**62
+
+
 def decode_cursor(cursor: str | None, kind: str) -> int | None:
     """The position a cursor from the same kind of listing points at; None starts at the top."""
     if not cursor:
         return None
     try:
+        if len(cursor) > 256:  # ours are under 40 characters
+            raise ValueError
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         value = data["v"]
-        if data["k"] != kind or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if data["k"] != kind or not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_POSITION:
             raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise InvalidInputError("cursor is not valid for this listing; pass next_cursor unchanged", "cursor") from None
     return value

@@ -13,7 +13,7 @@ from anyio import to_thread
 from pydantic import Field
 
 from hal0.agents.policy import persona_for
-from hal0.memory import MemoryStore
+from hal0.memory import InvalidInputError, MemoryStore
 from hal0.memory.model import MAX_PAGE, Limits
 from hal0.tools.spec import ToolCall, ToolSpec
 
@@ -71,12 +71,18 @@ async def get(call: ToolCall, id: ItemId) -> dict[str, Any]:
 
 async def update(call: ToolCall, id: ItemId,
                  text: Annotated[str | None, Field(description="New text (omit to keep).")] = None,
-                 tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
+                 tags: Tags = None, metadata: Metadata = None,
+                 clear_metadata: Annotated[bool, Field(description="Remove the item's metadata (send no metadata with it).")] = False,
+                 ) -> dict[str, Any]:
+    # Absent and null arguments look the same here (MCP passes every parameter), so clearing is
+    # its own flag rather than `metadata: null` silently meaning "leave as is".
+    if clear_metadata and metadata is not None:
+        raise InvalidInputError("send either metadata or clear_metadata, not both", "metadata")
     store = await _store(call)
     limits = _limits(call)
     item = await to_thread.run_sync(partial(
         store.update, call.agent, id, limits, text=text, tags=tags, metadata=metadata,
-        replace_metadata=metadata is not None,
+        replace_metadata=metadata is not None or clear_metadata,
     ))
     return item.to_json()
 
