@@ -21,7 +21,7 @@ from hal0.api import approvals, health, memory, openai, openapi
 from hal0.api.errors import ApiError, error_response, storage_error
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
-from hal0.mcp.gate import McpGate
+from hal0.mcp.gate import HostGate
 from hal0.mcp.mount import build_mcp
 from hal0.services import Services
 
@@ -66,8 +66,8 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        # The DNS-rebinding gate covers /mcp/* only; reads the live config so a reload applies at once.
-        middleware=[Middleware(McpGate, config=lambda: services.config.mcp)],
+        # The DNS-rebinding gate covers /mcp/* and the human channel; it reads the live config so a reload applies at once.
+        middleware=[Middleware(HostGate, config=lambda: services.config.mcp, routes=approvals.human_channel)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, sqlite3.OperationalError: storage_error},
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))

@@ -5,7 +5,7 @@ at /mcp/admin answers a request for /mcp/admin with a 307 to /mcp/admin/, which 
 not all follow for POST. A mounted sub-app's lifespan never runs, so the parent app's lifespan
 enters `McpMounts.run()`, which runs both session managers.
 
-The SDK's own DNS-rebinding check is switched off on purpose: McpGate (gate.py) does it for
+The SDK's own DNS-rebinding check is switched off on purpose: HostGate (gate.py) does it for
 every /mcp/* path with hal0's rules, which the SDK's cannot express (portless loopback, `*`).
 """
 
