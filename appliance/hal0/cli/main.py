@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from hal0.api.protocol import BoundedHeadProtocol
     from hal0.app import create_app
 
     try:
@@ -52,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=server.bind,
         port=server.port,
+        http=BoundedHeadProtocol,  # httptools with a bound on the request head (431)
         log_level=server.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,
