@@ -66,6 +66,9 @@ class Metrics:
             "hal0_decode_step_generated_tokens", "Tokens generated per batched decode step (parallel > 1)", ["model"],
             buckets=_STEP_BUCKETS, registry=self.registry,
         )
+        self.mcp_sessions_refused = Counter(
+            "hal0_mcp_sessions_refused", "MCP sessions refused by a cap (mcp.sessions), by cap", ["reason"], registry=self.registry
+        )
         self.registry.register(_ModelCollector(models))
         for runtime in models:
             runtime.observer = self

@@ -98,8 +98,35 @@ def check_origin_entry(entry: str) -> str:
     return entry
 
 
+class McpSessions(_Section):
+    """Bounds on open MCP sessions (streamable HTTP). Each costs memory until it is closed or expires."""
+
+    max_total: int = Field(
+        128, ge=1, le=10000,
+        description="Open sessions over /mcp/admin and /mcp/memory together; one more is refused (503 + Retry-After).",
+    )
+    max_per_agent: int = Field(
+        16, ge=1, le=10000,
+        description="Open sessions one agent id (X-hal0-Agent) may hold; one more is refused (429 + Retry-After).",
+    )
+    idle_timeout_s: float = Field(
+        600, ge=1, le=86400,
+        description="A session with no request in flight (and no open stream) for this long is closed; its client "
+        "re-initializes. Applies to sessions opened after a reload.",
+    )
+
+    @model_validator(mode="after")
+    def _per_agent_fits_total(self) -> McpSessions:
+        from hal0.config.errors import CrossFieldError
+
+        if self.max_per_agent > self.max_total:
+            raise CrossFieldError([(("max_per_agent",), f"max_per_agent ({self.max_per_agent}) exceeds max_total ({self.max_total})")])
+        return self
+
+
 class McpConfig(_Section):
-    """The DNS-rebinding gate on /mcp/*: which Host and Origin values are accepted."""
+    """The MCP mounts: the DNS-rebinding gate (which Host and Origin values are accepted on /mcp/* and
+    on the human channel's approve/deny) and the session limits."""
 
     allowed_hosts: tuple[str, ...] = Field(
         (),
@@ -129,6 +156,8 @@ class McpConfig(_Section):
                 raise ValueError("'*' cannot be mixed with other origins")
             return value
         return tuple(check_origin_entry(entry) for entry in value)
+
+    sessions: McpSessions = McpSessions()
 
 
 class MemoryConfig(_Section):
@@ -332,6 +361,11 @@ class ApprovalsConfig(_Section):
     path: str = Field("/var/lib/hal0/approvals.db", description="SQLite file of the approval queue and audit log (WAL).")
     pending_ttl: Annotated[str, Field(pattern=DURATION_PATTERN)] = Field(
         "1h", description="A pending approval expires after this (e.g. 30m, 1h, 2d)."
+    )
+    max_pending_per_agent: int = Field(
+        20, ge=1, le=10000,
+        description="Distinct calls one agent may have waiting for a human; one more is refused (429) until a human "
+        "clears some or they expire. Identical pending calls collapse into one and never count twice.",
     )
     rules: tuple[ApprovalRule, ...] = Field(
         default_factory=lambda: DEFAULT_RULES,
