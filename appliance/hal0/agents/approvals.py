@@ -112,6 +112,14 @@ class TransitionError(Exception):
     """The approval is not in a state that allows this (e.g. approving an expired one)."""
 
 
+class PendingLimitError(Exception):
+    """The agent already has `agents.approvals.max_pending_per_agent` distinct calls waiting for a human."""
+
+    def __init__(self, agent: str, limit: int) -> None:
+        super().__init__(f"agent {agent!r} already has {limit} calls waiting for a human's approval, the limit "
+                         "(agents.approvals.max_pending_per_agent); wait until some are decided or expire")
+
+
 class ApprovalStore:
     def __init__(self, path: str | Path) -> None:
         self._conn = connect(path)
@@ -162,11 +170,14 @@ class ApprovalStore:
     # -- transitions --------------------------------------------------------------------------
 
     def enqueue(
-        self, agent: str, tool: str, args: dict[str, Any], *, rule: str, reason: str, ttl_s: float, grant_ttl_s: float | None = None
+        self, agent: str, tool: str, args: dict[str, Any], *, rule: str, reason: str, ttl_s: float, grant_ttl_s: float | None = None,
+        max_pending: int | None = None,
     ) -> tuple[Approval, bool]:
         """Queue a call for a human. Identical pending calls by the same agent collapse into one.
 
-        Returns the approval and whether it was newly created.
+        Returns the approval and whether it was newly created. PendingLimitError when the agent already
+        has `max_pending` other calls pending (counted in the same transaction as the insert, so a burst
+        of concurrent calls cannot overshoot it).
         """
         self.expire_due()
         digest = args_hash(args)
@@ -177,6 +188,10 @@ class ApprovalStore:
             ).fetchone()
             if existing:
                 return Approval.from_row(existing), False
+            if max_pending is not None:
+                waiting = self._conn.execute("SELECT count(*) FROM approvals WHERE agent = ? AND state = 'pending'", (agent,)).fetchone()[0]
+                if waiting >= max_pending:
+                    raise PendingLimitError(agent, max_pending)
             now = time.time()
             approval_id = uuid.uuid4().hex[:16]
             self._conn.execute(

@@ -52,7 +52,9 @@ async def _run(name: str, call: ToolCall, arguments: dict[str, Any]) -> dict[str
     try:
         return await call_tool(tool(f"memory:{name}"), call, arguments)
     except ToolRefusedError as error:
-        raise ApiError(403, str(error), code=error.code) from None
+        # Too many calls waiting for a human is a "come back later", not a policy refusal.
+        status = 429 if error.code == "too_many_pending" else 403
+        raise ApiError(status, str(error), code=error.code) from None
     except MemoryDisabledError:
         raise _disabled() from None
     except InvalidInputError as error:

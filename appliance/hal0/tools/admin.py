@@ -59,11 +59,17 @@ async def list_approvals(call: ToolCall) -> dict[str, Any]:
     return {"approvals": [], "pending": 0}
 
 
-def _runtime(call: ToolCall, model: str):  # noqa: ANN202 - a ModelRuntime
+def _runtime(call: ToolCall, model: str | None):  # noqa: ANN202 - a ModelRuntime
+    if not isinstance(model, str) or not model:
+        raise ToolFailedError("model must name a configured model (see list_models)")
     try:
         return call.services.models.get(model)
     except UnknownModel as error:
         raise ToolFailedError(str(error)) from None
+
+
+def _known_model(call: ToolCall, arguments: dict[str, Any]) -> None:
+    _runtime(call, arguments.get("model"))
 
 
 async def load_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
@@ -102,10 +108,10 @@ TOOLS = (
     ToolSpec("admin", "list_approvals", "List approvals", "Approvals waiting for a human decision.",
              list_approvals, read_only=True, destructive=False, idempotent=True),
     ToolSpec("admin", "load_model", "Load a model", "Load a configured model into memory (no-op when loaded).",
-             load_model, read_only=False, destructive=False, idempotent=True, privileged=True),
+             load_model, read_only=False, destructive=False, idempotent=True, privileged=True, check=_known_model),
     ToolSpec("admin", "unload_model", "Unload a model",
              "Unload a model; requests for it fail until it is loaded again.",
-             unload_model, read_only=False, destructive=True, idempotent=True, privileged=True),
+             unload_model, read_only=False, destructive=True, idempotent=True, privileged=True, check=_known_model),
     ToolSpec("admin", "reload_config", "Reload config",
              "Re-read and validate the config file; policy changes apply at once, a bad file is refused.",
              reload_config, read_only=False, destructive=False, idempotent=True, privileged=True),

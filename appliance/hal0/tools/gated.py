@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from hal0 import faults
-from hal0.agents.approvals import Approval
+from hal0.agents.approvals import Approval, PendingLimitError
 from hal0.agents.durations import seconds
 from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
 from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec, invoke
@@ -53,6 +53,7 @@ async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -
     if not tool_allowed_by_persona(persona, spec.qualified):
         assert persona is not None
         raise ToolRefusedError(persona_refusal(persona, call.agent, spec.qualified), code="tool_not_in_persona")
+    spec.check_arguments(call, arguments)  # an impossible call fails now, not after a human approved it
     decision = decide(agents, call.agent, spec.qualified, arguments, state_changing=not spec.read_only)
     if decision.verdict == "deny":
         raise ToolRefusedError(f"{spec.qualified} denied by {decision.rule_label}: {decision.reason}", code="denied")
@@ -61,10 +62,13 @@ async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -
         grant_ttl = seconds(decision.rule.expires_after) if decision.rule and decision.rule.expires_after else None
         if grant_ttl is not None and store.granted(call.agent, spec.qualified, arguments):
             return await invoke(spec, call, arguments)  # a recent approval of this very call still holds
-        approval, created = store.enqueue(
-            call.agent, spec.qualified, arguments, rule=decision.rule_label, reason=decision.reason,
-            ttl_s=seconds(agents.approvals.pending_ttl), grant_ttl_s=grant_ttl,
-        )
+        try:
+            approval, created = store.enqueue(
+                call.agent, spec.qualified, arguments, rule=decision.rule_label, reason=decision.reason,
+                ttl_s=seconds(agents.approvals.pending_ttl), grant_ttl_s=grant_ttl, max_pending=agents.approvals.max_pending_per_agent,
+            )
+        except PendingLimitError as error:
+            raise ToolRefusedError(str(error), code="too_many_pending") from None
         return pending_result(approval, created)
     return await invoke(spec, call, arguments)
 

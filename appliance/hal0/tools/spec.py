@@ -41,11 +41,19 @@ class ToolSpec:
     destructive: bool
     idempotent: bool
     privileged: bool = False
+    # Checks arguments against the live box (e.g. that a model exists) before any policy runs, so
+    # an impossible call fails at once instead of waiting in the approval queue for a human.
+    check: Callable[[ToolCall, dict[str, Any]], None] | None = None
 
     @property
     def qualified(self) -> str:
         """`server:tool`, the name the approval rules and persona tool lists match."""
         return f"{self.server}:{self.name}"
+
+    def check_arguments(self, call: ToolCall, arguments: dict[str, Any]) -> None:
+        """Raise ToolFailedError for arguments this box cannot act on."""
+        if self.check is not None:
+            self.check(call, arguments)
 
     def parameters(self) -> list[inspect.Parameter]:
         """The tool's own parameters: the function's, without the leading ToolCall."""
