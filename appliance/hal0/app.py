@@ -48,9 +48,17 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         # Models load in the background: /health answers 503 "loading" meanwhile.
         loader = asyncio.create_task(services.models.load_all()) if load_models else None
+        reloads: set[asyncio.Task[object]] = set()  # held until done: the loop keeps only weak references
+
+        def on_sighup() -> None:
+            task = asyncio.ensure_future(services.reload_off_loop())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         if reload_on_sighup:
-            # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
+            # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections,
+            # off the event loop (a hostile or slow file must not stall requests).
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
         housekeeping = asyncio.create_task(approvals.housekeeping(services, approvals.recover(services)))
         try:
             async with mcp.run():  # the mounted MCP servers' session managers

@@ -6,8 +6,10 @@ swaps it is seen by the next request while requests already running keep the one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ class Services:
     version: str = __version__
     last_reload: ReloadResult | None = None
     _approvals: ApprovalStore | None = None
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def approvals(self) -> ApprovalStore:
@@ -73,12 +76,22 @@ class Services:
         """The effective config (file plus environment); `loaded` beside it has its path, sources and digest."""
         return self.loaded.config
 
+    async def reload_off_loop(self) -> ReloadResult:
+        """`reload` in a worker thread: reading and validating a file is blocking work (a slow disk, a
+        hostile file), and the event loop must keep serving while it runs."""
+        return await asyncio.to_thread(self.reload)
+
     def reload(self) -> ReloadResult:
         """Re-read and re-validate the config file; keep the last good one when it is bad.
 
         Policy (server limits, mcp, memory, agents) takes effect at once. Models are loaded at
         start-up, so a change to `models` is reported as needing a restart (the role restarts).
+        Blocking: call it from a worker thread (reload_off_loop) when on the event loop.
         """
+        with self._reload_lock:  # two SIGHUPs in a row: one reload after the other, never interleaved
+            return self._reload()
+
+    def _reload(self) -> ReloadResult:
         try:
             fresh = load_config(self.loaded.path, os.environ)
         except ConfigError as error:

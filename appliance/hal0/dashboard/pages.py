@@ -4,6 +4,7 @@ makes are the approve/deny calls its script sends to the approval API (the human
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -98,7 +99,9 @@ async def memory_page(request: Request) -> Response:
 
 
 async def config_page(request: Request) -> Response:
-    return _page(request, "config.html", "config", c=config_tab(_services(request)))
+    # The tab validates the file on disk: blocking work, kept off the event loop like a reload.
+    view = await asyncio.to_thread(config_tab, _services(request))
+    return _page(request, "config.html", "config", c=view)
 
 
 async def fragment(request: Request) -> Response:

@@ -91,7 +91,7 @@ async def unload_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
 
 
 async def reload_config(call: ToolCall) -> dict[str, Any]:
-    result = call.services.reload()
+    result = await call.services.reload_off_loop()
     if not result.ok:
         raise ToolFailedError(result.message)
     return {"reloaded": True, "message": result.message, "restart_needed": result.restart_needed}
