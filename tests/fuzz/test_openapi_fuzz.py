@@ -5,17 +5,21 @@ The server serves the tiny model with a short request timeout, so generated comp
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import pytest
 import schemathesis
 import yaml
 from hal0.inference.test_model import write_test_model
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import Server, free_port
@@ -86,9 +90,77 @@ def _documented_routes(config_path: Path) -> set[tuple[str, str]]:
     return served
 
 
-def test_openapi_names_every_route(fuzz_server: Server) -> None:
-    import httpx
+# The input classes an adversarial pass turned into 500s (issue 20), grafted onto schemathesis's cases so every
+# route, including routes added later, gets them: lone surrogates, unicode digits, integers past 64 bits (and
+# past Python's 4300-digit conversion limit), and nesting past the recursion limit. Bodies are written as raw
+# JSON text, since Python's encoder can itself neither nest that deep nor spell every one of these.
+HOSTILE_STRINGS = ["a\\ud800b", "\\udfff", "\\ud83d", "²", "١٠", "𝟗𝟗", "9" * 5000]
+HOSTILE_LITERALS = [str(2**64), str(-(2**63) - 1), str(10**30), "9" * 5000, "1e400", "[" * 3000 + "]" * 3000,
+                    "{" + '"a":{' * 1500 + "}" * 1501]
+HOSTILE_QUERY = ["%C2%B2", "%D9%A1%D9%A0", "%ED%A0%80", "9" * 5000, "-1", "1e3", "%F0%9D%9F%97"]
+_MARK = "\u0000hal0-hostile\u0000"
 
+
+def _leaves(value: object, path: tuple = ()) -> list[tuple]:
+    if isinstance(value, dict):
+        return [path, *(leaf for key, item in value.items() for leaf in _leaves(item, (*path, key)))]
+    if isinstance(value, list):
+        return [path, *(leaf for index, item in enumerate(value) for leaf in _leaves(item, (*path, index)))]
+    return [path]
+
+
+def _graft(body: object, path: tuple, literal: str) -> str:
+    """`body` as JSON text with the value at `path` replaced by the raw JSON `literal`."""
+    if not path:
+        return literal
+    import copy
+
+    marked = copy.deepcopy(body)
+    node = marked
+    for part in path[:-1]:
+        node = node[part]  # type: ignore[index]
+    node[path[-1]] = _MARK  # type: ignore[index]
+    return json.dumps(marked).replace(json.dumps(_MARK), literal)
+
+
+def test_hostile_input_classes_make_no_server_error(fuzz_server: Server) -> None:
+    schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
+    failures: list[str] = []
+    client = httpx.Client(base_url=fuzz_server.url, timeout=30)
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy(), data=st.data())
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case: schemathesis.Case, data: st.DataObject) -> None:
+            headers = {key: value for key, value in (case.headers or {}).items() if key.lower() != "content-length"}
+            query = "&".join(f"{quote(str(k))}={quote(str(v))}" for k, v in (case.query or {}).items())
+            content = None
+            body = case.body if isinstance(case.body, dict | list) else None
+            where = data.draw(st.sampled_from(["body", "query"] if body is not None else ["query"]))
+            if where == "body":
+                path = data.draw(st.sampled_from(_leaves(body)))
+                kind = data.draw(st.sampled_from(["string", "literal"]))
+                literal = '"' + data.draw(st.sampled_from(HOSTILE_STRINGS)) + '"' if kind == "string" else data.draw(
+                    st.sampled_from(HOSTILE_LITERALS))
+                content = _graft(body, path, literal).encode()
+                headers["Content-Type"] = "application/json"
+            else:
+                name = data.draw(st.sampled_from([*(case.query or {}), "limit", "cursor"]))
+                query = "&".join(filter(None, [query, f"{name}={data.draw(st.sampled_from(HOSTILE_QUERY))}"]))
+            url = case.formatted_path + (f"?{query}" if query else "")
+            response = client.request(case.method, url, content=content, headers=headers)
+            assert response.status_code < 500, f"{case.method} {url} {(content or b'')[:200]!r}: {response.status_code} {response.text[:300]}"
+
+        try:
+            check()
+        except Exception as error:  # noqa: BLE001 - collect every operation's failure, then report them all
+            failures.append(f"{operation.label}: {error}")
+    client.close()
+    assert not failures, "\n\n".join(failures)
+
+
+def test_openapi_names_every_route(fuzz_server: Server) -> None:
     spec = httpx.get(f"{fuzz_server.url}/openapi.json").json()
     assert spec["openapi"] == "3.1.0"
     described = {(path, method) for path, item in spec["paths"].items() for method in item if method != "parameters"}
