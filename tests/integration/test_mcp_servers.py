@@ -37,8 +37,10 @@ def test_admin_tools_listed_and_called(hal0: Server, mode: str) -> None:
             assert {"version", "uptime_s", "bind", "queue_depth"} <= set(status)
             config = (await client.call_tool("get_config", {})).structured_content
             assert config["config"]["memory"]["enabled"] is True
-            gated = await client.call_tool("load_model", {"model": "nope"})  # privileged: queued for a human
+            gated = await client.call_tool("load_model", {"model": "tiny"})  # privileged: queued for a human
             assert not gated.is_error and gated.structured_content["status"] == "pending"
+            unknown = await client.call_tool("load_model", {"model": "nope"})  # impossible: refused at once, never queued
+            assert unknown.is_error and "'nope' does not exist" in unknown.content[0].text
             uris = {str(resource.uri) for resource in (await client.list_resources()).resources}
             assert uris == {"hal0://status", "hal0://config"}
             text = (await client.read_resource("hal0://status")).contents[0].text

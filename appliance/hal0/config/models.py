@@ -102,11 +102,11 @@ class McpSessions(_Section):
     """Bounds on open MCP sessions (streamable HTTP). Each costs memory until it is closed or expires."""
 
     max_total: int = Field(
-        128, ge=1, le=10000,
+        256, ge=1, le=10000,
         description="Open sessions over /mcp/admin and /mcp/memory together; one more is refused (503 + Retry-After).",
     )
     max_per_agent: int = Field(
-        16, ge=1, le=10000,
+        64, ge=1, le=10000,
         description="Open sessions one agent id (X-hal0-Agent) may hold; one more is refused (429 + Retry-After).",
     )
     idle_timeout_s: float = Field(

@@ -36,6 +36,7 @@ from hal0.memory.service import ENABLE_HINT
 from hal0.services import Services
 
 ADMIN_PATH = "/mcp/admin"
+INVALID_AGENT = "(invalid X-hal0-Agent)"  # not a valid id, so no real agent can share its bucket
 MEMORY_PATH = "/mcp/memory"
 
 
@@ -109,9 +110,10 @@ class _Endpoint:
         sessions = self.services.config.mcp.sessions
         try:
             agent = resolve_agent(Headers(scope=scope).get(AGENT_HEADER), self.services.config.agents.default_agent)
-        except InvalidAgentIdError as error:
-            await _jsonrpc_error(400, str(error))(scope, receive, send)
-            return
+        except InvalidAgentIdError:
+            # The SDK reports the invalid header as a protocol error (-32602) on the call itself;
+            # for the caps every invalid id shares one bucket, so varying it gains nothing.
+            agent = INVALID_AGENT
         refusal = self.table.reserve(agent, sessions)
         if refusal is not None:
             self.services.metrics.mcp_sessions_refused.labels(refusal.reason).inc()
