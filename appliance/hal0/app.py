@@ -46,8 +46,9 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        # Models load in the background: /health answers 503 "loading" meanwhile.
-        loader = asyncio.create_task(services.models.load_all()) if load_models else None
+        # Start-up models load in the background (/health answers 503 "loading" meanwhile), then the
+        # same task unloads idle models past their keep_alive.
+        loader = asyncio.create_task(services.lifecycle.run()) if load_models else None
         if reload_on_sighup:
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
