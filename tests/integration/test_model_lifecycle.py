@@ -125,6 +125,20 @@ def test_a_client_that_leaves_while_waiting_does_not_cancel_the_load(start_serve
     assert counter(server, "hal0_model_loads_total", model="coder", reason="request") == 1
 
 
+def test_a_load_longer_than_the_request_timeout_is_a_503_with_retry_after_and_goes_on(
+    start_server: Callable[..., Server], tiny_model: Path
+) -> None:
+    server = start_server(server={"request_timeout_s": 0.5},
+                          models=[model(tiny_model, "tiny", default=True), model(tiny_model, "coder", load="on_demand")],
+                          env={"HAL0_FAULT": "slow-load", "HAL0_FAULT_SECONDS": "3"})
+    response = complete(server, "coder")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "model_unavailable" and "is not loaded yet" in response.json()["error"]["message"]
+    assert int(response.headers["retry-after"]) >= 1
+    wait_state(server, "coder", "ready")
+    assert complete(server, "coder").status_code == 200
+
+
 def test_keep_alive_unloads_an_idle_model_and_the_next_request_loads_it_again(
     start_server: Callable[..., Server], tiny_model: Path
 ) -> None:
@@ -275,10 +289,12 @@ def test_admin_load_and_unload_act_on_the_same_lifecycle(start_server: Callable[
     assert unloaded["changed"] is True and unloaded["state"] == "unloaded"
     assert counter(server, "hal0_model_unloads_total", model="a", reason="admin") == 1
     assert call_admin(server, "unload_model", {"model": "a"}).structured_content["changed"] is False
+    assert complete(server, "a").status_code == 200  # unloaded by an admin, loaded again by the next request
+    assert counter(server, "hal0_model_loads_total", model="a", reason="request") == 1
 
     unknown = call_admin(server, "load_model", {"model": "nope"})
     assert unknown.is_error and "'nope' does not exist" in unknown.content[0].text
 
     page = httpx.get(f"{server.url}/ui/models", timeout=10).text  # the dashboard reads the same states
-    assert 'data-model-state="a">unloaded<' in page and 'data-model-state="b">ready<' in page
+    assert 'data-model-state="tiny">unloaded<' in page and 'data-model-state="a">ready<' in page
     assert 'data-model-load="a">on demand' in page

@@ -178,29 +178,24 @@ class Lifecycle:
 
     async def _ready(self, entry: _Entry, reason: LoadReason, timeout: float) -> None:
         runtime = entry.runtime
-        if runtime.state is LoadState.READY and not entry.loading:
-            return
-        task = self._load_task(entry, reason)
-        try:
-            # shield: a waiter that leaves (timeout, client gone) never cancels the load for the others.
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except TimeoutError:
-            raise StillLoading(f"model {runtime.id!r} is not loaded yet after {timeout:g}s; retry later",
-                               self._retry_after(entry)) from None
-        if runtime.state is not LoadState.READY:
-            raise ModelUnavailable(self._unavailable(runtime))
+        deadline = time.monotonic() + timeout
+        # A loop: an admin may unload the model right after the load we waited for; then we load it again.
+        while runtime.state is not LoadState.READY or entry.loading:
+            task = self._load_task(entry, reason)  # a model that failed before is tried again
+            try:
+                # shield: a waiter that leaves (deadline, client gone) never cancels the load for the others.
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise StillLoading(f"model {runtime.id!r} is not loaded yet after {timeout:g}s; retry later",
+                                   self._retry_after(entry)) from None
+            if runtime.state is LoadState.FAILED:
+                raise ModelUnavailable(f"model {runtime.id!r} failed to load: {runtime.error}")
 
     def _load_task(self, entry: _Entry, reason: LoadReason) -> asyncio.Task[None]:
         """The model's load in progress, or a new one: one load, however many wait for it."""
         if entry.load_task is None or entry.load_task.done():
             entry.load_task = asyncio.create_task(self._load(entry, reason), name=f"hal0-load-{entry.runtime.id}")
         return entry.load_task
-
-    @staticmethod
-    def _unavailable(runtime: ModelRuntime) -> str:
-        if runtime.state is LoadState.FAILED:
-            return f"model {runtime.id!r} failed to load: {runtime.error}"
-        return f"model {runtime.id!r} is {runtime.state.value}: nothing waited for its load any more"
 
     def _retry_after(self, entry: _Entry) -> int:
         """Seconds until a slot is likely free: the rest of a load in progress (as long as the last one
