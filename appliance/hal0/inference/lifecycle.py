@@ -317,6 +317,8 @@ class Lifecycle:
         config = runtime.config
         if entry.loading:
             state, since = "loading", entry.load_started
+        elif runtime.state is LoadState.PENDING and config.load == "startup" and not self._started:
+            state, since = "loading", None  # queued behind another start-up model: /health says loading too
         elif runtime.state is LoadState.READY:
             state, since = "ready", entry.ready_since
         elif runtime.state is LoadState.FAILED:
