@@ -93,6 +93,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python -m tests.bench.bench_peers
 	$(VENV)/bin/python -m tests.bench.bench_load
 	$(VENV)/bin/python tests/bench/bench_memory.py
+	$(VENV)/bin/python -m tests.bench.bench_lifecycle
 	if [ -f tests/bench/bench_batching.py ]; then $(VENV)/bin/python -m tests.bench.bench_batching; fi
 	$(VENV)/bin/python -m tests.bench.report
 

@@ -46,8 +46,9 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        # Models load in the background: /health answers 503 "loading" meanwhile.
-        loader = asyncio.create_task(services.models.load_all()) if load_models else None
+        # Start-up models load in the background (/health answers 503 "loading" meanwhile), then the
+        # same task unloads idle models past their keep_alive.
+        loader = asyncio.create_task(services.lifecycle.run()) if load_models else None
         reloads: set[asyncio.Task[object]] = set()  # held until done: the loop keeps only weak references
 
         def on_sighup() -> None:

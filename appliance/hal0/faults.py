@@ -14,3 +14,12 @@ import signal
 def point(name: str) -> None:
     if os.environ.get("HAL0_FAULT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def delay(name: str) -> float:
+    """Seconds to stall at the point NAME when `HAL0_FAULT=NAME` (`HAL0_FAULT_SECONDS`, default 1), else 0.
+
+    A slow model load, for instance, lets a test hold many requests inside one load deterministically."""
+    if os.environ.get("HAL0_FAULT") != name:
+        return 0.0
+    return float(os.environ.get("HAL0_FAULT_SECONDS", "1"))

@@ -1,7 +1,8 @@
 """Prometheus metrics: one registry per app, so several apps (tests) never share counters.
 
 Beyond request counts this exports what an inference operator needs and peers lack: a
-time-to-first-token histogram per model, token counters, queue depth and load state.
+time-to-first-token histogram per model, token counters, queue depth and load state, and the
+model lifecycle: loads and unloads by reason, load durations, the number of models in memory.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hal0.inference import LoadState, ModelRegistry
+from hal0.inference import Lifecycle, ModelRegistry
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_STATES = ("unloaded", "loading", "ready", "failed")
 
 
 class _ModelCollector(Collector):
-    """Queue depth and load state, read from the live registry at scrape time."""
+    """Queue depth and load state, read from the live lifecycle at scrape time."""
 
-    def __init__(self, models: ModelRegistry) -> None:
-        self._models = models
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._lifecycle = lifecycle
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily("hal0_queue_depth", "Requests waiting for a model", labels=["model"])
@@ -32,18 +35,21 @@ class _ModelCollector(Collector):
         slots = GaugeMetricFamily("hal0_slots", "Generation slots of the model (models[].parallel)", labels=["model"])
         busy_slots = GaugeMetricFamily("hal0_busy_slots", "Slots holding a request", labels=["model"])
         state = GaugeMetricFamily("hal0_model_state", "Model load state (1 = current)", labels=["model", "state"])
-        for runtime in self._models:
-            depth.add_metric([runtime.id], runtime.waiting)
-            busy.add_metric([runtime.id], 1 if runtime.busy else 0)
-            slots.add_metric([runtime.id], runtime.slots)
-            busy_slots.add_metric([runtime.id], runtime.busy_slots)
-            for candidate in LoadState:
-                state.add_metric([runtime.id, candidate.value], 1 if runtime.state is candidate else 0)
-        return [depth, busy, slots, busy_slots, state]
+        loaded = GaugeMetricFamily("hal0_loaded_models", "Models in memory (ready)")
+        for model in self._lifecycle.statuses():
+            # Waiting counts requests waiting for the model's load as well as for a slot.
+            depth.add_metric([model.id], model.waiting)
+            busy.add_metric([model.id], 1 if model.running else 0)
+            slots.add_metric([model.id], model.slots)
+            busy_slots.add_metric([model.id], model.running)
+            for candidate in _STATES:
+                state.add_metric([model.id, candidate], 1 if model.state == candidate else 0)
+        loaded.add_metric([], self._lifecycle.loaded_count)
+        return [depth, busy, slots, busy_slots, state, loaded]
 
 
 class Metrics:
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelRegistry, lifecycle: Lifecycle) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "hal0_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=self.registry
@@ -69,9 +75,28 @@ class Metrics:
         self.mcp_sessions_refused = Counter(
             "hal0_mcp_sessions_refused", "MCP sessions refused by a cap (mcp.sessions), by cap", ["reason"], registry=self.registry
         )
-        self.registry.register(_ModelCollector(models))
+        self.loads = Counter("hal0_model_loads", "Models loaded, by reason (startup, request, admin)", ["model", "reason"],
+                             registry=self.registry)
+        self.load_failures = Counter("hal0_model_load_failures", "Model loads that failed, by reason", ["model", "reason"],
+                                     registry=self.registry)
+        self.unloads = Counter("hal0_model_unloads", "Models unloaded, by reason (keep_alive, evicted, admin)",
+                               ["model", "reason"], registry=self.registry)
+        self.load_seconds = Histogram("hal0_model_load_duration_seconds", "Time to load a model into memory", ["model"],
+                                      buckets=_LOAD_BUCKETS, registry=self.registry)
+        self.registry.register(_ModelCollector(lifecycle))
         for runtime in models:
             runtime.observer = self
+        lifecycle.observer = self
+
+    def model_loaded(self, model: str, reason: str, seconds: float) -> None:
+        self.loads.labels(model, reason).inc()
+        self.load_seconds.labels(model).observe(seconds)
+
+    def model_load_failed(self, model: str, reason: str) -> None:
+        self.load_failures.labels(model, reason).inc()
+
+    def model_unloaded(self, model: str, reason: str) -> None:
+        self.unloads.labels(model, reason).inc()
 
     def queue_wait(self, model: str, seconds: float) -> None:
         self.queue_wait_seconds.labels(model).observe(seconds)

@@ -1,4 +1,4 @@
-"""The live services of one running hal0: the current config, the models and the metrics.
+"""The live services of one running hal0: the current config, the models and their lifecycle, the metrics.
 
 Routes read the config through `Services.config` (the `Hal0Config`) on every request, so a reload (SIGHUP) that
 swaps it is seen by the next request while requests already running keep the one they started with.
@@ -17,7 +17,7 @@ from pathlib import Path
 from hal0 import __version__
 from hal0.agents.approvals import ApprovalStore
 from hal0.config import ConfigError, Hal0Config, LoadedConfig, load_config
-from hal0.inference import ModelRegistry
+from hal0.inference import Lifecycle, ModelRegistry
 from hal0.memory import MemoryService
 from hal0.metrics import Metrics
 
@@ -35,6 +35,7 @@ class ReloadResult:
 class Services:
     loaded: LoadedConfig
     models: ModelRegistry
+    lifecycle: Lifecycle
     metrics: Metrics
     memory: MemoryService
     started_at: float = field(default_factory=time.time)
@@ -65,10 +66,11 @@ class Services:
     @classmethod
     def create(cls, loaded: LoadedConfig) -> Services:
         models = ModelRegistry(loaded.config.models, verbose=loaded.config.server.log_level == "debug")
+        lifecycle = Lifecycle(models, loaded.config.server.max_loaded_models)
         services: Services
         # The memory service reads the live config, so a reload can turn memory on or off.
         memory = MemoryService(lambda: services.loaded.config.memory)
-        services = cls(loaded=loaded, models=models, metrics=Metrics(models), memory=memory)
+        services = cls(loaded=loaded, models=models, lifecycle=lifecycle, metrics=Metrics(models, lifecycle), memory=memory)
         return services
 
     @property
@@ -84,8 +86,9 @@ class Services:
     def reload(self) -> ReloadResult:
         """Re-read and re-validate the config file; keep the last good one when it is bad.
 
-        Policy (server limits, mcp, memory, agents) takes effect at once. Models are loaded at
-        start-up, so a change to `models` is reported as needing a restart (the role restarts).
+        Policy (server limits, mcp, memory, agents) takes effect at once. The models and their
+        lifecycle are built at start-up, so a change to `models` or `server.max_loaded_models` is
+        reported as needing a restart (the role restarts).
         Blocking: call it from a worker thread (reload_off_loop) when on the event loop.
         """
         with self._reload_lock:  # two SIGHUPs in a row: one reload after the other, never interleaved
@@ -98,12 +101,12 @@ class Services:
             result = ReloadResult(False, f"config reload refused, keeping the last good config:\n{error}")
             log.error("%s", result.message)
         else:
+            old, new = self.loaded.config.server, fresh.config.server
             restart = fresh.config.models != self.loaded.config.models or (
-                (fresh.config.server.bind, fresh.config.server.port)
-                != (self.loaded.config.server.bind, self.loaded.config.server.port)
+                (new.bind, new.port, new.max_loaded_models) != (old.bind, old.port, old.max_loaded_models)
             )
             self.loaded = fresh
-            note = "; models or bind changed: restart hal0 to apply them" if restart else ""
+            note = "; models, bind or max_loaded_models changed: restart hal0 to apply them" if restart else ""
             result = ReloadResult(True, f"config reloaded from {fresh.path}{note}", restart_needed=restart)
             log.info("%s", result.message)
         self.last_reload = result

@@ -90,7 +90,7 @@ def main() -> Path:
     load = _load("bench_load")
     if load:
         lines += load_section(load)
-    for extra in ("bench_batching", "bench_memory", "provisioning"):
+    for extra in ("bench_batching", "bench_memory", "bench_lifecycle", "provisioning"):
         data = _load(extra)
         if data:
             lines += [f"## {extra}", "", "```json", json.dumps(data, indent=2)[:4000], "```", ""]

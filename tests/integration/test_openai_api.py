@@ -159,5 +159,5 @@ def test_unknown_route_and_method_use_the_error_shape(server: Server) -> None:
 def test_health_reports_ready_model(server: Server) -> None:
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok"
-    assert health["models"] == [{"id": "tiny", "state": "ready"}]
+    assert health["models"] == [{"id": "tiny", "state": "ready", "load": "startup"}]
     assert len(health["config_digest"]) == 12 and health["hostname"]

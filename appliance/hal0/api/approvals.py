@@ -121,7 +121,7 @@ def recover(services: Any) -> list[str]:
 
 async def housekeeping(services: Any, resume: list[str]) -> None:
     """Run the resumed approvals once models are loaded; then expire pending approvals on time."""
-    while resume and services.models.state == "loading":  # resumed calls act on models
+    while resume and services.lifecycle.health == "loading":  # resumed calls act on models
         await asyncio.sleep(0.1)
     for approval_id in resume:
         log.info("resuming approved call %s", approval_id)

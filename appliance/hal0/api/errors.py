@@ -49,8 +49,8 @@ def overloaded(message: str, retry_after: int) -> ApiError:
     )
 
 
-def unavailable(message: str) -> ApiError:
-    return ApiError(503, message, type="server_error", code="model_unavailable", headers={"Retry-After": "5"})
+def unavailable(message: str, retry_after: int = 5) -> ApiError:
+    return ApiError(503, message, type="server_error", code="model_unavailable", headers={"Retry-After": str(retry_after)})
 
 
 async def storage_error(_request: Request, error: Exception) -> Response:

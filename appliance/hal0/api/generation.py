@@ -29,6 +29,7 @@ from hal0.inference import (
     ModelRuntime,
     ModelUnavailable,
     QueueFull,
+    StillLoading,
     UnknownModel,
 )
 from hal0.services import Services
@@ -52,14 +53,41 @@ def deadline_of(services: Services) -> float:
     return time.perf_counter() + services.config.server.request_timeout_s
 
 
-async def enter_turn(stack: AsyncExitStack, runtime: ModelRuntime, queue_limit: int) -> None:
-    """Take the model's turn on `stack`, turning queue and load problems into API errors."""
+async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request | None = None) -> None:
+    """Take the model's turn on `stack` through its lifecycle (which loads it first when it is not in
+    memory), turning queue and load problems into API errors.
+
+    With `request`, a client that goes away while waiting gives up its place (499); a load it started
+    goes on for the others."""
+    server = services.config.server
+    entering = stack.enter_async_context(services.lifecycle.use(runtime, server.queue_limit, server.request_timeout_s))
     try:
-        await stack.enter_async_context(runtime.turn(queue_limit))
+        await (entering if request is None else _unless_disconnected(request, entering))
     except QueueFull as error:
         raise overloaded(str(error), error.retry_after) from None
+    except StillLoading as error:
+        raise unavailable(str(error), retry_after=error.retry_after) from None
     except ModelUnavailable as error:
         raise unavailable(str(error)) from None
+
+
+async def _unless_disconnected(request: Request, waiting: Awaitable[Any]) -> None:
+    work = asyncio.ensure_future(waiting)
+    gone = asyncio.create_task(_disconnect(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        raise ApiError(499, "client closed the request while waiting for the model", code="client_closed")
+    work.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @asynccontextmanager
@@ -90,7 +118,7 @@ async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) 
     """All events of `task`, or an API error (499 when the client left)."""
     services = services_of(request)
     async with AsyncExitStack() as stack:
-        await enter_turn(stack, runtime, services.config.server.queue_limit)
+        await enter_turn(stack, services, runtime, request)
         generation = runtime.start(task)
         async with cancel_on_disconnect(request, generation.cancel):
             try:
@@ -128,7 +156,7 @@ async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encod
     """An SSE stream of `encode(event)` chunks for each event of `task`, then `[DONE]`."""
     services = services_of(request)
     stack = AsyncExitStack()
-    await enter_turn(stack, runtime, services.config.server.queue_limit)
+    await enter_turn(stack, services, runtime, request)
     generation = runtime.start(task)
     source = generation.events()
     try:

@@ -1,4 +1,7 @@
-"""GET /health: 503 while loading or after a failed load (with the reason), 200 when serving."""
+"""GET /health: 503 while the start-up models load or after one failed (with the reason), 200 when serving.
+
+On-demand models are listed with their state but never make the box unhealthy: a failed on-demand load is a
+503 for the requests that wanted it, not for the whole box."""
 
 from __future__ import annotations
 
@@ -14,11 +17,11 @@ from hal0.api.generation import services_of
 
 async def health(request: Request) -> JSONResponse:
     services = services_of(request)
-    state = services.models.state
-    models = [
-        {"id": runtime.id, "state": runtime.state.value, **({"error": runtime.error} if runtime.error else {})}
-        for runtime in services.models
-    ]
+    state = services.lifecycle.health
+    statuses = services.lifecycle.statuses()
+    # Kept short (a fleet's proxy polls this): the full lifecycle view is /v1/models.
+    models = [{"id": model.id, "state": model.state, "load": model.load, **({"error": model.error} if model.error else {})}
+              for model in statuses]
     body: dict[str, object] = {
         "status": state,
         "version": services.version,
@@ -29,7 +32,7 @@ async def health(request: Request) -> JSONResponse:
         "models": models,
     }
     if state == "failed":
-        body["reason"] = "; ".join(f"{model['id']}: {model['error']}" for model in models if "error" in model)
+        body["reason"] = "; ".join(f"{model.id}: {model.error}" for model in statuses if model.error and model.load == "startup")
     return JSONResponse(body, status_code=200 if state == "ok" else 503)
 
 

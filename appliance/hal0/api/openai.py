@@ -34,17 +34,18 @@ _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty
 
 
 async def list_models(request: Request) -> JSONResponse:
+    """Every configured model, loaded or not, with its lifecycle state (hal0's fields beside OpenAI's)."""
     services = services_of(request)
     data = [
         {
-            "id": runtime.id,
+            "id": model.id,
             "object": "model",
-            "created": int(runtime.loaded_at or services.started_at),
+            "created": int(model.since or services.started_at),
             "owned_by": "hal0",
-            "state": runtime.state.value,
-            "default": runtime.id == services.models.default_id,
+            "default": model.id == services.lifecycle.default_id,
+            **model.as_json(),
         }
-        for runtime in services.models
+        for model in services.lifecycle.statuses()
     ]
     return JSONResponse({"object": "list", "data": data})
 
@@ -225,7 +226,7 @@ async def embeddings(request: Request) -> Response:
         raise bad_request("input must not contain empty strings", param="input")
     cancel = threading.Event()
     async with AsyncExitStack() as stack:
-        await enter_turn(stack, runtime, services.config.server.queue_limit)
+        await enter_turn(stack, services, runtime)
         async with cancel_on_disconnect(request, cancel.set):
             try:
                 raw = await runtime.embed(body.inputs, cancel)

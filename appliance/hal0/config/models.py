@@ -55,6 +55,14 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, le=256 * 1024 * 1024, description="Larger request bodies get 413."
     )
+    max_loaded_models: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Most models in memory at once (null: no limit). Loading one more first unloads the least "
+        "recently used idle, unpinned model; a model with requests running or waiting is never unloaded, so "
+        "when none can go the request waits in its model's queue. Needs a restart to change.",
+    )
 
     @field_validator("bind")
     @classmethod
@@ -214,6 +222,23 @@ class ModelConfig(_Section):
         description="Context window of each slot in tokens (default: n_ctx / parallel). "
         "parallel x n_ctx_per_slot must fit n_ctx.",
     )
+    load: Literal["startup", "on_demand"] = Field(
+        "startup",
+        description="startup: loaded when hal0 starts, and /health is 503 until it is ready. on_demand: loaded by "
+        "the first request for it (which waits for the load); it never makes /health fail. The default model "
+        "must be startup, so that a healthy box can serve requests that name no model (give it a keep_alive "
+        "to free its memory when idle).",
+    )
+    keep_alive: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = Field(
+        None,
+        description="Unload the model after it has been idle this long (30s, 5m, 1h; null: never). The next "
+        "request loads it again.",
+    )
+    pinned: bool = Field(
+        False,
+        description="Never unloaded to make room under server.max_loaded_models (only an admin unload_model "
+        "unloads it). A pinned model takes no keep_alive.",
+    )
 
     @field_validator("tensor_split")
     @classmethod
@@ -243,6 +268,22 @@ class ModelConfig(_Section):
             raise CrossFieldError([(("parallel",), f"n_ctx ({self.n_ctx}) / parallel ({self.parallel}) leaves "
                                     f"{self.n_ctx // self.parallel} tokens per slot; at least {_MIN_SLOT_CTX} are needed")])
         return self
+
+    @model_validator(mode="after")
+    def _lifecycle_is_coherent(self) -> ModelConfig:
+        from hal0.config.errors import CrossFieldError
+
+        if self.pinned and self.keep_alive is not None:
+            raise CrossFieldError([(("keep_alive",), "a pinned model is never unloaded automatically; "
+                                    "remove keep_alive or pinned")])
+        return self
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        """keep_alive in seconds, or None for never."""
+        from hal0.config.durations import seconds
+
+        return None if self.keep_alive is None else seconds(self.keep_alive)
 
     @property
     def slot_ctx(self) -> int:
@@ -409,6 +450,7 @@ class Hal0Config(_Section):
         if len(defaults) > 1:
             for index in defaults[1:]:
                 problems.append((("models", index, "default"), f"only one model may be the default (models[{defaults[0]}] already is)"))
+        problems += self._loaded_model_limit()
         personas: dict[str, int] = {}
         for index, persona in enumerate(self.agents.personas):
             if persona.id in personas:
@@ -420,6 +462,26 @@ class Hal0Config(_Section):
         if problems:
             raise CrossFieldError(problems)
         return self
+
+    def _loaded_model_limit(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Models that must be in memory together must fit server.max_loaded_models."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        default = self.models.index(self.default_model)
+        if self.models[default].load == "on_demand":
+            which = "the default model" if self.models[default].default else "the default model (the first, as none says default: true)"
+            problems.append((("models", default, "load"), f"{which} must be load: startup, so that /health proves the box "
+                             "can serve requests that name no model (a keep_alive frees its memory when idle)"))
+        limit = self.server.max_loaded_models
+        if limit is None:
+            return problems
+        for field, word in (("pinned", "pinned"), ("load", "startup")):
+            chosen = [index for index, model in enumerate(self.models)
+                      if (model.pinned if field == "pinned" else model.load == "startup")]
+            if len(chosen) > limit:
+                # Name the first model over the limit: that is the line to change.
+                problems.append((("models", chosen[limit], field), f"{len(chosen)} models are {word} "
+                                 f"(models[{', '.join(map(str, chosen))}]) but server.max_loaded_models is {limit}"))
+        return problems
 
     @property
     def default_model(self) -> ModelConfig:

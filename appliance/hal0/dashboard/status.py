@@ -1,4 +1,4 @@
-"""What the Overview and Models tabs show: the box's identity, posture, and each model's state."""
+"""What the Overview and Models tabs show: the box's identity, posture, and each model's lifecycle state."""
 
 from __future__ import annotations
 
@@ -34,25 +34,34 @@ def posture(bind: str, port: int) -> Posture:
 
 def model_rows(services: Services) -> list[dict[str, Any]]:
     rows = []
-    for runtime in services.models:
-        config = runtime.config
+    lifecycle = services.lifecycle
+    now = time.time()
+    for model in lifecycle.statuses():
+        config = lifecycle.runtime(model.id).config
         try:
             file_size: int | None = os.stat(config.path).st_size
         except OSError:
             file_size = None
         rows.append({
-            "id": runtime.id,
-            "default": runtime.id == services.models.default_id,
-            "state": runtime.state.value,
-            "error": runtime.error,
+            "id": model.id,
+            "default": model.id == lifecycle.default_id,
+            "state": model.state,
+            "error": model.error,
+            "load": model.load,
+            "pinned": model.pinned,
+            "keep_alive_s": model.keep_alive_s,
+            "since": model.since,
+            # How long it has been idle, and how long until keep_alive unloads it (None: busy or never).
+            "idle_s": now - model.last_used if model.last_used is not None and model.running + model.waiting == 0 else None,
+            "unload_in_s": max(0.0, model.idle_deadline - now) if model.idle_deadline is not None else None,
             "path": config.path,
             "size": file_size,
             "n_ctx": config.n_ctx,
             "n_gpu_layers": config.n_gpu_layers,
             "parallel": config.parallel,
-            "slots": runtime.slots,
-            "busy_slots": runtime.busy_slots,
-            "queue_depth": runtime.waiting,
+            "slots": model.slots,
+            "busy_slots": model.running,
+            "queue_depth": model.waiting,
         })
     return rows
 
@@ -69,7 +78,7 @@ def overview(services: Services) -> dict[str, Any]:
         "started_at": services.started_at,
         "bind": f"{server.bind}:{server.port}",
         "posture": posture(server.bind, server.port),
-        "state": services.models.state,
+        "state": services.lifecycle.health,
         "models": models,
         "queue_depth": sum(model["queue_depth"] for model in models),
         "memory_enabled": services.memory.enabled,

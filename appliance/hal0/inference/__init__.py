@@ -4,6 +4,7 @@ A dialect builds a `Task`, takes the model's turn (`ModelRuntime.turn`), and ite
 of `ModelRuntime.start(task).events()`: TextDelta / ToolCallDelta, then one Finish.
 """
 
+from hal0.inference.lifecycle import Lifecycle, ModelStatus, StillLoading
 from hal0.inference.registry import ModelRegistry, UnknownModel
 from hal0.inference.runtime import Cancelled, Generation, LoadState, ModelRuntime, ModelUnavailable, QueueFull
 from hal0.inference.sampling import Sampling
@@ -22,7 +23,7 @@ from hal0.inference.task import (
 )
 
 __all__ = [
-    "Cancelled", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput", "LoadState",
-    "ModelRegistry", "ModelRuntime", "ModelUnavailable", "QueueFull", "Sampling", "Task", "TextDelta", "TokenLogprob",
-    "Tool", "ToolCallDelta", "UnknownModel", "Usage",
+    "Cancelled", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput", "Lifecycle", "LoadState",
+    "ModelRegistry", "ModelRuntime", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
+    "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage",
 ]

@@ -1,11 +1,11 @@
-"""All configured models, loaded at start-up, looked up by id."""
+"""All configured models, looked up by id. Which of them are loaded, and when, is lifecycle.py's job."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from hal0.config.models import ModelConfig
-from hal0.inference.runtime import LoadState, ModelRuntime
+from hal0.inference.runtime import ModelRuntime
 
 
 class UnknownModel(LookupError):
@@ -32,21 +32,6 @@ class ModelRegistry:
         if runtime is None:
             raise UnknownModel(model_id or "", self._runtimes)
         return runtime
-
-    async def load_all(self) -> None:
-        # One at a time: loading two models at once only competes for the same disk and memory.
-        for runtime in self._runtimes.values():
-            await runtime.load()
-
-    @property
-    def state(self) -> str:
-        """`loading` until every model has been tried, then `ok` or `failed`."""
-        states = [runtime.state for runtime in self._runtimes.values()]
-        if any(state in (LoadState.PENDING, LoadState.LOADING) for state in states):
-            return "loading"
-        if any(state is LoadState.FAILED for state in states):
-            return "failed"
-        return "ok"
 
     def close(self) -> None:
         for runtime in self._runtimes.values():

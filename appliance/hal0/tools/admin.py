@@ -7,26 +7,27 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from hal0.inference import LoadState, UnknownModel
+from hal0.inference import ModelUnavailable, UnknownModel
 from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec
 
 ModelArg = Annotated[str, Field(description="Model id, as listed by list_models.")]
 
 
 def _models(call: ToolCall) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": runtime.id,
-            "state": runtime.state.value,
-            "default": runtime.id == call.services.models.default_id,
-            "n_gpu_layers": runtime.config.n_gpu_layers,
-            "n_ctx": runtime.config.n_ctx,
-            "queue_depth": runtime.waiting,
-            "busy": runtime.busy,
-            **({"error": runtime.error} if runtime.error else {}),
-        }
-        for runtime in call.services.models
-    ]
+    lifecycle = call.services.lifecycle
+    rows = []
+    for model in lifecycle.statuses():
+        config = lifecycle.runtime(model.id).config
+        rows.append({
+            "id": model.id,
+            "default": model.id == lifecycle.default_id,
+            "n_gpu_layers": config.n_gpu_layers,
+            "n_ctx": config.n_ctx,
+            "queue_depth": model.waiting,
+            "busy": model.running > 0,
+            **model.as_json(),
+        })
+    return rows
 
 
 async def status(call: ToolCall) -> dict[str, Any]:
@@ -37,7 +38,7 @@ async def status(call: ToolCall) -> dict[str, Any]:
         "version": services.version,
         "uptime_s": round(time.time() - services.started_at, 1),
         "bind": f"{server.bind}:{server.port}",
-        "state": services.models.state,
+        "state": services.lifecycle.health,
         "models": models,
         "memory": {"enabled": services.memory.enabled},
         "queue_depth": sum(model["queue_depth"] for model in models),
@@ -59,35 +60,35 @@ async def list_approvals(call: ToolCall) -> dict[str, Any]:
     return {"approvals": [], "pending": 0}
 
 
-def _runtime(call: ToolCall, model: str | None):  # noqa: ANN202 - a ModelRuntime
+def _known(call: ToolCall, model: object) -> str:
+    """The model's id, or an immediate error naming the models there are (the lifecycle's own lookup)."""
     if not isinstance(model, str) or not model:
         raise ToolFailedError("model must name a configured model (see list_models)")
     try:
-        return call.services.models.get(model)
+        return call.services.lifecycle.runtime(model).id
     except UnknownModel as error:
         raise ToolFailedError(str(error)) from None
 
 
 def _known_model(call: ToolCall, arguments: dict[str, Any]) -> None:
-    _runtime(call, arguments.get("model"))
+    # Checked before the policy: an unknown model is an immediate error, never a queued approval.
+    _known(call, arguments.get("model"))
 
 
 async def load_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
-    runtime = _runtime(call, model)
-    if runtime.state in (LoadState.READY, LoadState.LOADING):
-        return {"model": runtime.id, "state": runtime.state.value, "changed": False}
-    await runtime.load()
-    if runtime.state is LoadState.FAILED:
-        raise ToolFailedError(f"model {runtime.id!r} failed to load: {runtime.error}")
-    return {"model": runtime.id, "state": runtime.state.value, "changed": True}
+    lifecycle = call.services.lifecycle
+    try:
+        # The same lifecycle as a request's load: it evicts under server.max_loaded_models and shares a
+        # load already in progress.
+        status, changed = await lifecycle.load(_known(call, model), timeout=call.services.config.server.request_timeout_s)
+    except ModelUnavailable as error:
+        raise ToolFailedError(str(error)) from None
+    return {"model": status.id, "changed": changed, **status.as_json()}
 
 
 async def unload_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
-    runtime = _runtime(call, model)
-    if runtime.state is not LoadState.READY:
-        return {"model": runtime.id, "state": runtime.state.value, "changed": False}
-    await runtime.unload()
-    return {"model": runtime.id, "state": runtime.state.value, "changed": True}
+    status, changed = await call.services.lifecycle.unload(_known(call, model))
+    return {"model": status.id, "changed": changed, **status.as_json()}
 
 
 async def reload_config(call: ToolCall) -> dict[str, Any]:
@@ -99,18 +100,20 @@ async def reload_config(call: ToolCall) -> dict[str, Any]:
 
 TOOLS = (
     ToolSpec("admin", "status", "Server status",
-             "Version, uptime, bind address, models with load state and GPU layers, memory on/off, queue depth.",
+             "Version, uptime, bind address, models with load state, idle deadline and GPU layers, memory on/off, queue depth.",
              status, read_only=True, destructive=False, idempotent=True),
-    ToolSpec("admin", "list_models", "List models", "Configured models with their load state and settings.",
+    ToolSpec("admin", "list_models", "List models",
+             "Configured models with their load state (unloaded, loading, ready, failed), since when, idle deadline and settings.",
              list_models, read_only=True, destructive=False, idempotent=True),
     ToolSpec("admin", "get_config", "Effective config", "The effective configuration (read-only).",
              get_config, read_only=True, destructive=False, idempotent=True),
     ToolSpec("admin", "list_approvals", "List approvals", "Approvals waiting for a human decision.",
              list_approvals, read_only=True, destructive=False, idempotent=True),
-    ToolSpec("admin", "load_model", "Load a model", "Load a configured model into memory (no-op when loaded).",
+    ToolSpec("admin", "load_model", "Load a model", "Load a configured model into memory (no-op when loaded); under server.max_loaded_models it first "
+             "unloads the least recently used idle, unpinned model.",
              load_model, read_only=False, destructive=False, idempotent=True, privileged=True, check=_known_model),
     ToolSpec("admin", "unload_model", "Unload a model",
-             "Unload a model; requests for it fail until it is loaded again.",
+             "Unload a model once its running requests end; the next request for it loads it again.",
              unload_model, read_only=False, destructive=True, idempotent=True, privileged=True, check=_known_model),
     ToolSpec("admin", "reload_config", "Reload config",
              "Re-read and validate the config file; policy changes apply at once, a bad file is refused.",

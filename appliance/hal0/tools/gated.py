@@ -12,8 +12,8 @@ from typing import Any
 
 from hal0 import faults
 from hal0.agents.approvals import Approval, PendingLimitError
-from hal0.agents.durations import seconds
 from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
+from hal0.config.durations import seconds
 from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec, invoke
 
 log = logging.getLogger("hal0.approvals")

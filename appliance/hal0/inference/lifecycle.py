@@ -1,0 +1,356 @@
+"""Which models are in memory, and when: start-up loads, loads on demand, keep-alive, the loaded-model limit.
+
+The runtime (runtime.py) knows how to load, unload and run one model; this module decides when. Every
+request for a model goes through `use()`: it is admitted against the model's queue first (so a model with
+requests running or waiting is never unloaded), then waits for the model to be ready, starting its load if
+nobody has, then takes the runtime's turn. Concurrent first requests therefore wait on one load; the load is
+a task of its own, so a client that goes away while waiting cancels nothing.
+
+Loads and unloads happen one at a time (`_changes`): two loads would only compete for the same disk and
+memory, and the loaded-model limit is decided in one place. Loading one more model than
+`server.max_loaded_models` allows first unloads the least recently used idle, unpinned model; when none is
+idle the load waits (bounded: it gives up as soon as nobody waits for it any more, and every waiter has a
+deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import enum
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from hal0 import faults
+from hal0.inference.registry import ModelRegistry
+from hal0.inference.runtime import LoadState, ModelRuntime, ModelUnavailable, QueueFull
+
+log = logging.getLogger("hal0.inference")
+
+_IDLE_TICK_S = 0.25  # how often idle deadlines are checked; keep_alive is at least 1s
+
+
+class LoadReason(enum.StrEnum):
+    STARTUP = "startup"
+    REQUEST = "request"
+    ADMIN = "admin"
+
+
+class UnloadReason(enum.StrEnum):
+    KEEP_ALIVE = "keep_alive"
+    EVICTED = "evicted"
+    ADMIN = "admin"
+
+
+class LifecycleObserver(Protocol):
+    """Metrics hooks (called on the event loop)."""
+
+    def model_loaded(self, model: str, reason: str, seconds: float) -> None: ...
+
+    def model_load_failed(self, model: str, reason: str) -> None: ...
+
+    def model_unloaded(self, model: str, reason: str) -> None: ...
+
+
+class StillLoading(ModelUnavailable):
+    """The model did not become ready within the request's deadline; retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What an operator sees of one configured model. Times are Unix timestamps."""
+
+    id: str
+    state: str  # unloaded | loading | ready | failed
+    load: str  # startup | on_demand
+    pinned: bool
+    keep_alive_s: float | None
+    since: float | None  # ready since, or loading since
+    last_used: float | None
+    idle_deadline: float | None  # when keep_alive unloads it; None while in use or without keep_alive
+    error: str | None
+    running: int
+    waiting: int  # for the load or for a turn
+    slots: int
+
+    def as_json(self) -> dict[str, object]:
+        """The lifecycle fields every view shows (/v1/models, /health, the admin tools)."""
+        return {
+            "state": self.state, "load": self.load, "pinned": self.pinned, "keep_alive_s": self.keep_alive_s,
+            "since": self.since, "last_used": self.last_used, "idle_deadline": self.idle_deadline,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+@dataclass
+class _Entry:
+    runtime: ModelRuntime
+    users: int = 0  # requests (and admin loads) admitted: waiting for the load, for a turn, or running
+    last_used: float = 0.0  # monotonic
+    ready_since: float | None = None  # monotonic
+    load_task: asyncio.Task[None] | None = None
+    load_started: float | None = None  # monotonic
+    last_load_s: float | None = None  # how long the last successful load took (for Retry-After)
+
+    @property
+    def loading(self) -> bool:
+        return self.load_task is not None and not self.load_task.done()
+
+    @property
+    def idle(self) -> bool:
+        return self.users == 0 and not self.loading
+
+
+def _wall(monotonic: float | None) -> float | None:
+    return None if monotonic is None else time.time() - (time.monotonic() - monotonic)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap pages llama.cpp just freed back to the OS, so an unload really lowers RSS.
+
+    glibc keeps freed arenas for reuse; after unloading a model nothing will reuse them soon."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)
+
+
+class Lifecycle:
+    """The load state of every configured model, and the one place that changes it."""
+
+    def __init__(self, registry: ModelRegistry, max_loaded: int | None) -> None:
+        self._registry = registry
+        self._max_loaded = max_loaded
+        self._entries = {runtime.id: _Entry(runtime) for runtime in registry}
+        self._changes = asyncio.Lock()
+        self._freed = asyncio.Event()  # set when a model may have become evictable
+        self._started = False  # every start-up model has been tried
+        self.observer: LifecycleObserver | None = None
+
+    # ---- the request path ------------------------------------------------------------------
+
+    def runtime(self, model_id: str | None) -> ModelRuntime:
+        """The runtime for an id (None: the default model); raises UnknownModel. Loads nothing."""
+        return self._registry.get(model_id)
+
+    @asynccontextmanager
+    async def use(self, runtime: ModelRuntime, queue_limit: int, timeout: float) -> AsyncIterator[None]:
+        """Admit a request, have the model ready (loading it if needed) and hold its turn.
+
+        QueueFull when the model's queue is full; ModelUnavailable (StillLoading past `timeout`) when
+        it cannot be loaded."""
+        entry = self._entries[runtime.id]
+        if entry.users >= runtime.slots + queue_limit:
+            raise QueueFull(runtime.id, retry_after=self._retry_after(entry))
+        entry.users += 1
+        try:
+            async with AsyncExitStack() as stack:
+                for attempt in (1, 2):
+                    await self._ready(entry, LoadReason.REQUEST, timeout)
+                    try:
+                        await stack.enter_async_context(runtime.turn(queue_limit))
+                        break
+                    except ModelUnavailable:
+                        # An admin unloaded it between its load and our turn: load it again, once.
+                        if attempt == 2 or runtime.state is LoadState.FAILED:
+                            raise
+                yield
+        finally:
+            self._release(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        entry.users -= 1
+        entry.last_used = time.monotonic()
+        if entry.users == 0:
+            self._freed.set()
+
+    async def _ready(self, entry: _Entry, reason: LoadReason, timeout: float) -> None:
+        runtime = entry.runtime
+        deadline = time.monotonic() + timeout
+        # A loop: an admin may unload the model right after the load we waited for; then we load it again.
+        while runtime.state is not LoadState.READY or entry.loading:
+            task = self._load_task(entry, reason)  # a model that failed before is tried again
+            try:
+                # shield: a waiter that leaves (deadline, client gone) never cancels the load for the others.
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise StillLoading(f"model {runtime.id!r} is not loaded yet after {timeout:g}s; retry later",
+                                   self._retry_after(entry)) from None
+            if runtime.state is LoadState.FAILED:
+                raise ModelUnavailable(f"model {runtime.id!r} failed to load: {runtime.error}")
+
+    def _load_task(self, entry: _Entry, reason: LoadReason) -> asyncio.Task[None]:
+        """The model's load in progress, or a new one: one load, however many wait for it."""
+        if entry.load_task is None or entry.load_task.done():
+            entry.load_task = asyncio.create_task(self._load(entry, reason), name=f"hal0-load-{entry.runtime.id}")
+        return entry.load_task
+
+    def _retry_after(self, entry: _Entry) -> int:
+        """Seconds until a slot is likely free: the rest of a load in progress (as long as the last one
+        took) plus about a second per request already waiting."""
+        remaining = 0.0
+        if entry.loading and entry.load_started is not None:
+            remaining = max(0.0, (entry.last_load_s or 1.0) - (time.monotonic() - entry.load_started))
+        waiting = max(0, entry.users - entry.runtime.busy_slots)
+        return max(1, math.ceil(remaining) + waiting)
+
+    # ---- loads and unloads -----------------------------------------------------------------
+
+    async def _load(self, entry: _Entry, reason: LoadReason) -> None:
+        runtime = entry.runtime
+        entry.load_started = time.monotonic()
+        async with self._changes:
+            if runtime.state is LoadState.READY:
+                return
+            if not await self._make_room(entry):
+                log.info("model %s: load abandoned, no request waits for it any more", runtime.id)
+                return
+            entry.load_started = started = time.monotonic()
+            await asyncio.sleep(faults.delay("slow-load"))
+            await runtime.load()
+            seconds = time.monotonic() - started
+        if runtime.state is LoadState.READY:
+            entry.ready_since = entry.last_used = time.monotonic()
+            entry.last_load_s = seconds
+            log.info("model %s loaded (%s) in %.2fs", runtime.id, reason.value, seconds)
+            if self.observer is not None:
+                self.observer.model_loaded(runtime.id, reason.value, seconds)
+        elif self.observer is not None:
+            self.observer.model_load_failed(runtime.id, reason.value)
+
+    def _loaded(self) -> list[_Entry]:
+        return [entry for entry in self._entries.values() if entry.runtime.state is LoadState.READY]
+
+    async def _make_room(self, entry: _Entry) -> bool:
+        """Unload least recently used idle, unpinned models until one more fits. Called holding `_changes`.
+
+        False when nobody waits for this load any more (every waiter has left: timeout or gone)."""
+        limit = self._max_loaded
+        while limit is not None and len(self._loaded()) >= limit:
+            candidates = [other for other in self._loaded() if other is not entry and other.idle and not other.runtime.config.pinned]
+            if candidates:
+                victim = min(candidates, key=lambda other: other.last_used)
+                log.info("model %s evicted (least recently used) to load %s", victim.runtime.id, entry.runtime.id)
+                await self._unload_now(victim, UnloadReason.EVICTED)
+                continue
+            if entry.users == 0 and self._started:
+                return False
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), 1.0)  # a model went idle, or re-check who waits
+        return True
+
+    async def _unload_now(self, entry: _Entry, reason: UnloadReason) -> None:
+        """Unload (waiting for its running requests). Called holding `_changes`."""
+        await entry.runtime.unload()
+        entry.ready_since = None
+        await asyncio.get_running_loop().run_in_executor(None, _return_freed_memory)
+        log.info("model %s unloaded (%s)", entry.runtime.id, reason.value)
+        if self.observer is not None:
+            self.observer.model_unloaded(entry.runtime.id, reason.value)
+
+    async def load(self, model_id: str, timeout: float) -> tuple[ModelStatus, bool]:
+        """Load a model for an admin (evicting as a request would). (status, changed); raises UnknownModel
+        or ModelUnavailable."""
+        runtime = self.runtime(model_id)
+        entry = self._entries[runtime.id]
+        changed = runtime.state is not LoadState.READY
+        entry.users += 1  # wanted while it loads: never evicted, and the load is not abandoned
+        try:
+            await self._ready(entry, LoadReason.ADMIN, timeout)
+        finally:
+            self._release(entry)
+        return self.status(runtime), changed
+
+    async def unload(self, model_id: str) -> tuple[ModelStatus, bool]:
+        """Unload a model for an admin, after its running requests. (status, changed); raises UnknownModel."""
+        runtime = self.runtime(model_id)
+        entry = self._entries[runtime.id]
+        async with self._changes:
+            changed = runtime.state is LoadState.READY
+            if changed:
+                await self._unload_now(entry, UnloadReason.ADMIN)
+        return self.status(runtime), changed
+
+    # ---- start-up and keep-alive -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Load the start-up models (one at a time), then unload idle models past their keep_alive.
+
+        Runs for the life of the server; cancel it at shutdown."""
+        for entry in self._entries.values():
+            if entry.runtime.config.load == "startup":
+                await asyncio.shield(self._load_task(entry, LoadReason.STARTUP))
+        self._started = True
+        while True:
+            await self._expire_idle()
+            await asyncio.sleep(_IDLE_TICK_S)
+
+    async def _expire_idle(self) -> None:
+        now = time.monotonic()
+        for entry in self._entries.values():
+            keep_alive = entry.runtime.config.keep_alive_s
+            if keep_alive is None or entry.runtime.state is not LoadState.READY or not entry.idle:
+                continue
+            if now - entry.last_used >= keep_alive:
+                async with self._changes:
+                    # Re-checked under the lock: a request may have arrived while we waited for it.
+                    if entry.runtime.state is LoadState.READY and entry.idle and time.monotonic() - entry.last_used >= keep_alive:
+                        await self._unload_now(entry, UnloadReason.KEEP_ALIVE)
+
+    # ---- what operators see ------------------------------------------------------------------
+
+    def status(self, runtime: ModelRuntime) -> ModelStatus:
+        entry = self._entries[runtime.id]
+        config = runtime.config
+        if entry.loading:
+            state, since = "loading", entry.load_started
+        elif runtime.state is LoadState.PENDING and config.load == "startup" and not self._started:
+            state, since = "loading", None  # queued behind another start-up model: /health says loading too
+        elif runtime.state is LoadState.READY:
+            state, since = "ready", entry.ready_since
+        elif runtime.state is LoadState.FAILED:
+            state, since = "failed", None
+        else:
+            state, since = "unloaded", None
+        deadline = None
+        if state == "ready" and entry.users == 0 and config.keep_alive_s is not None:
+            deadline = _wall(entry.last_used + config.keep_alive_s)
+        return ModelStatus(
+            id=runtime.id, state=state, load=config.load, pinned=config.pinned, keep_alive_s=config.keep_alive_s,
+            since=_wall(since), last_used=_wall(entry.last_used) if entry.last_used else None, idle_deadline=deadline,
+            error=runtime.error if state == "failed" else None, running=runtime.busy_slots,
+            waiting=max(0, entry.users - runtime.busy_slots), slots=runtime.slots,
+        )
+
+    def statuses(self) -> list[ModelStatus]:
+        return [self.status(runtime) for runtime in self._registry]
+
+    @property
+    def default_id(self) -> str:
+        return self._registry.default_id
+
+    @property
+    def loaded_count(self) -> int:
+        return len(self._loaded())
+
+    @property
+    def health(self) -> str:
+        """`loading` until every start-up model has been tried, then `failed` while one of them is failed,
+        else `ok`. On-demand models never make the box unhealthy."""
+        if not self._started:
+            return "loading"
+        startup = [entry.runtime for entry in self._entries.values() if entry.runtime.config.load == "startup"]
+        return "failed" if any(runtime.state is LoadState.FAILED for runtime in startup) else "ok"
