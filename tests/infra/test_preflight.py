@@ -103,7 +103,8 @@ def test_passlib_missing_fails_before_any_box(site: dict[str, Any]) -> None:
     assert "passlib is missing" in done.stdout and "make controller" in done.stdout and "pip install passlib" in done.stdout
     assert "secret" not in done.stdout
     # password_hash entries need nothing on the controller.
-    done = play(site["tmp"], site["vars"], {"reverse_proxy_basic_auth_users": [{"name": "alice", "password_hash": "$6$x$y"}]}, env={"PYTHONPATH": str(shim.parent)})
+    hashed = [{"name": "alice", "password_hash": "$6$x$y"}]
+    done = play(site["tmp"], site["vars"], {"reverse_proxy_basic_auth_users": hashed}, env={"PYTHONPATH": str(shim.parent)})
     assert "passlib is missing" not in done.stdout and "UNREACHABLE" in done.stdout
 
 
