@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hal0.agents.policy import decide
 from hal0.config import LoadedConfig
 from hal0.config.loader import ENV_ALLOWED_HOSTS, ENV_ALLOWED_ORIGINS
 from hal0.mcp.mount import ADMIN_PATH, MEMORY_PATH, McpMounts
@@ -19,7 +18,7 @@ from hal0.mcp.policy import LOOPBACK, effective_hosts, effective_origins
 from hal0.mcp.servers import annotations_of
 from hal0.services import Services
 from hal0.tools import Server, ToolCall, tools_of
-from hal0.tools.gated import visible_to
+from hal0.tools.gated import decision_for
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,10 @@ def gate_origins(loaded: LoadedConfig) -> list[GateEntry]:
 def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, Any]]:
     """Each tool with its MCP annotations and what the policy does with it for `agent`."""
     call = ToolCall(services=services, agent=agent)
-    agents = services.config.agents
     rows = []
     for spec in tools_of(server):
-        visible = visible_to(spec, call)
-        decision = decide(agents, agent, spec.qualified, {}, state_changing=not spec.read_only)
+        decision = decision_for(spec, call)
+        visible = decision.visible
         rows.append({
             "name": spec.name,
             "qualified": spec.qualified,
@@ -87,7 +85,7 @@ def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, 
             "visible": visible,
             "verdict": decision.verdict if visible else "hidden",
             "reason": decision.reason if visible else "not in this agent's persona tools",
-            "rule": decision.rule_label if visible else "agents.personas",
+            "rule": decision.rule if visible else "agents.personas",
         })
     return rows
 

@@ -19,11 +19,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, ListToolsResult, ToolAnnotations
 
 from hal0.agents import AGENT_HEADER, InvalidAgentIdError, resolve_agent
-from hal0.agents.policy import decide
 from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
 from hal0.tools import Server, ToolCall, ToolFailedError, ToolSpec, invoke, tool, tools_of
-from hal0.tools.gated import call_tool, visible_to
+from hal0.tools.gated import call_tool, decision_for
 
 _EXPECTED = (ToolFailedError, MemoryStoreError, MemoryDisabledError)
 
@@ -74,11 +73,11 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
 
 def policy_note(spec: ToolSpec, call: ToolCall) -> str:
     """What the approval policy does with this tool for this agent, told in its description."""
-    decision = decide(call.services.config.agents, call.agent, spec.qualified, {}, state_changing=not spec.read_only)
+    decision = decision_for(spec, call)
     if decision.verdict == "allow":
         return ""
     verb = "needs a human's approval" if decision.verdict == "ask" else "is denied"
-    return f" [policy: {verb} for you ({decision.reason}; {decision.rule_label})]"
+    return f" [policy: {verb} for you ({decision.reason}; {decision.rule})]"
 
 
 class GatedMCPServer(MCPServer):
@@ -97,7 +96,7 @@ class GatedMCPServer(MCPServer):
         shown = []
         for listed in await self.list_tools():
             spec = specs.get(listed.name)
-            if spec is None or not visible_to(spec, call):
+            if spec is None or not decision_for(spec, call).visible:
                 continue
             note = policy_note(spec, call)
             shown.append(listed.model_copy(update={"description": (listed.description or "") + note}) if note else listed)
