@@ -53,9 +53,11 @@ async def list_approvals(request: Request) -> JSONResponse:
     state = request.query_params.get("state") or None
     if state is not None and state not in STATES:
         raise bad_request(f"state must be one of {', '.join(STATES)}, got {state!r}", param="state")
-    agent = _caller_agent(request) or request.query_params.get("agent") or None
+    caller = _caller_agent(request)
+    agent = caller or request.query_params.get("agent") or None
     items = store.list(state=state, agent=agent, limit=_limit(request))
-    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count()})
+    # An agent counts only its own pending approvals (admin:list_approvals answers the same).
+    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count(agent=caller)})
 
 
 def _found(request: Request) -> Any:
