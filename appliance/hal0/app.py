@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0 import dashboard
-from hal0.api import approvals, health, memory, openai, openapi
+from hal0.api import approvals, health, identity, memory, openai, openapi
 from hal0.api.errors import ApiError, error_response, storage_error
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
@@ -61,13 +61,14 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
                 loader.cancel()
             services.close()
 
-    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *openapi.routes, *mcp.routes,
+    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *identity.routes, *openapi.routes, *mcp.routes,
               Route("/metrics", metrics_endpoint, methods=["GET"]), *dashboard.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        # The DNS-rebinding gate covers /mcp/* only; reads the live config so a reload applies at once.
-        middleware=[Middleware(McpGate, config=lambda: services.config.mcp)],
+        # The DNS-rebinding gate covers /mcp/* only; the trusted-proxy gate every X-hal0-Agent header.
+        # Both read the live config, so a reload applies at once.
+        middleware=[Middleware(McpGate, config=lambda: services.config.mcp), Middleware(identity.TrustedProxyGate, services=services)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, sqlite3.OperationalError: storage_error},
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))

@@ -114,6 +114,8 @@ def build_openapi() -> dict[str, Any]:
                                                         body_required=False)},
         "/api/approvals/{id}/deny": {"parameters": [_path_id()],
                                      "post": _operation("Deny (humans only)", 200, 400, 403, 404, 409, body=DecisionBody, body_required=False)},
+        "/api/whoami": {"get": _operation("Who hal0 believes the caller is: agent, persona, source (header or default), peer",
+                                          200, 400, 403, agent=True)},
         "/api/audit": {"get": _operation("The append-only audit log", 200, 400,
                                          params=[_query("approval_id", {"type": "string"}), _query("limit", limit)])},
     }

@@ -19,7 +19,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, ListResourcesResult, ListToolsResult, ToolAnnotations
 
-from hal0.agents import AGENT_HEADER, InvalidAgentIdError, resolve_agent
+from hal0.agents import AGENT_HEADER, InvalidAgentIdError, UntrustedPeerError, identify
 from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
 from hal0.tools import Server, ToolCall, ToolFailedError, ToolSpec, invoke, tool, tools_of
@@ -35,12 +35,15 @@ _reader: ContextVar[str] = ContextVar("hal0_resource_reader")
 
 
 def agent_of(ctx: Context, services: Services) -> str:
-    """The caller's agent id; an invalid header is a protocol error (-32602) naming the rule."""
+    """The caller's agent id; an invalid header is a protocol error (-32602) naming the rule, and
+    so is one from an untrusted peer (the mount refuses those with 403 before they get here)."""
     headers = ctx.headers or {}
     value = next((v for k, v in headers.items() if k.lower() == AGENT_HEADER.lower()), None)
+    client = getattr(ctx.request_context.request, "client", None)
+    agents = services.config.agents
     try:
-        return resolve_agent(value, services.config.agents.default_agent)
-    except InvalidAgentIdError as error:
+        return identify(value, client.host if client else None, agents.default_agent, agents.identity).agent
+    except (InvalidAgentIdError, UntrustedPeerError) as error:
         raise MCPError(INVALID_PARAMS, str(error)) from None
 
 
