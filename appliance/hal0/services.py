@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hal0 import __version__
 from hal0.agents.approvals import ApprovalStore
+from hal0.agents.quotas import Quotas
 from hal0.config import ConfigError, Hal0Config, LoadedConfig, load_config
 from hal0.inference import ModelRegistry
 from hal0.memory import MemoryService
@@ -35,6 +36,7 @@ class Services:
     models: ModelRegistry
     metrics: Metrics
     memory: MemoryService
+    quotas: Quotas  # per-agent counters: outside the config, so they survive a reload
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     last_reload: ReloadResult | None = None
@@ -65,7 +67,8 @@ class Services:
         services: Services
         # The memory service reads the live config, so a reload can turn memory on or off.
         memory = MemoryService(lambda: services.loaded.config.memory)
-        services = cls(loaded=loaded, models=models, metrics=Metrics(models), memory=memory)
+        metrics = Metrics(models)
+        services = cls(loaded=loaded, models=models, metrics=metrics, memory=memory, quotas=Quotas(observer=metrics))
         return services
 
     @property

@@ -20,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from hal0.api.errors import ApiError, bad_request, not_found, overloaded, unavailable
+from hal0.agents.quotas import Lease, QuotaExceededError
+from hal0.api.errors import ApiError, bad_request, not_found, overloaded, rate_limited, unavailable
+from hal0.api.identity import agent_of
 from hal0.inference import (
     Event,
     Finish,
@@ -32,6 +34,7 @@ from hal0.inference import (
     UnknownModel,
 )
 from hal0.services import Services
+from hal0.tools.policy import admit_generation
 
 Encode = Callable[[Event], Iterable[dict[str, Any]]]
 
@@ -45,6 +48,22 @@ def lookup_model(services: Services, model_id: str | None) -> ModelRuntime:
         return services.models.get(model_id)
     except UnknownModel as error:
         raise not_found(str(error), param="model", code="model_not_found") from None
+
+
+def admit(request: Request) -> Lease:
+    """The caller's pass through its persona's quotas (429 with a true Retry-After when over one).
+    The lease is held, counting towards max_concurrent, until the generation ends."""
+    services = services_of(request)
+    try:
+        return admit_generation(services.config.agents, services.quotas, agent_of(request, services))
+    except QuotaExceededError as error:
+        raise rate_limited(str(error), error.retry_after, error.quota) from None
+
+
+def _used(generation: Any) -> int:
+    """Tokens (prompt plus generated) a generation used, for tokens_per_minute (0 if it never finished)."""
+    finish = getattr(generation, "finish", None)
+    return finish.usage.total_tokens if finish is not None else 0
 
 
 def deadline_of(services: Services) -> float:
@@ -89,7 +108,11 @@ def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
 async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) -> list[Event]:
     """All events of `task`, or an API error (499 when the client left)."""
     services = services_of(request)
+    lease = admit(request)  # the persona's quotas, before the request waits for the model
+    generation = None
     async with AsyncExitStack() as stack:
+        # However it ends, the lease's place is freed and the tokens used are counted.
+        stack.callback(lambda: lease.finish(_used(generation)))
         await enter_turn(stack, runtime, services.config.server.queue_limit)
         generation = runtime.start(task)
         async with cancel_on_disconnect(request, generation.cancel):
@@ -127,8 +150,15 @@ def sse(data: Any) -> str:
 async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encode: Encode) -> GenerationStream:
     """An SSE stream of `encode(event)` chunks for each event of `task`, then `[DONE]`."""
     services = services_of(request)
+    lease = admit(request)
+    generation = None
     stack = AsyncExitStack()
-    await enter_turn(stack, runtime, services.config.server.queue_limit)
+    stack.callback(lambda: lease.finish(_used(generation)))  # released with the stream's turn
+    try:
+        await enter_turn(stack, runtime, services.config.server.queue_limit)
+    except ApiError:
+        await stack.aclose()
+        raise
     generation = runtime.start(task)
     source = generation.events()
     try:

@@ -18,6 +18,7 @@ from hal0.agents.policy import persona_for
 from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import (
+    admit,
     cancel_on_disconnect,
     deadline_of,
     enter_turn,
@@ -224,11 +225,15 @@ async def embeddings(request: Request) -> Response:
     if any(not text for text in body.inputs):
         raise bad_request("input must not contain empty strings", param="input")
     cancel = threading.Event()
+    lease = admit(request)
+    used = {"tokens": 0}
     async with AsyncExitStack() as stack:
+        stack.callback(lambda: lease.finish(used["tokens"]))
         await enter_turn(stack, runtime, services.config.server.queue_limit)
         async with cancel_on_disconnect(request, cancel.set):
             try:
                 raw = await runtime.embed(body.inputs, cancel)
+                used["tokens"] = raw.get("usage", {}).get("prompt_tokens", 0)
             except Cancelled:
                 raise ApiError(499, "client closed the request", code="client_closed") from None
             except ValueError as error:

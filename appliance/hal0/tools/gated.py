@@ -20,11 +20,12 @@ log = logging.getLogger("hal0.approvals")
 
 
 class ToolRefusedError(ToolFailedError):
-    """Refused by policy (persona tool list or a deny rule); the message names the rule."""
+    """Refused by policy (persona tool list, a deny rule or a quota); the message names the rule."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after  # seconds, for rate_limit_exceeded
 
 
 def decision_for(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any] | None = None) -> Decision:
@@ -54,9 +55,9 @@ def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
 
 async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
     agents = call.services.config.agents
-    decision = evaluate(agents, call.agent, spec, arguments)
-    if decision.verdict in ("refused", "deny"):
-        raise ToolRefusedError(decision.message, code=decision.code)
+    decision = evaluate(agents, call.agent, spec, arguments, quotas=call.services.quotas)
+    if decision.verdict in ("refused", "deny", "limited"):
+        raise ToolRefusedError(decision.message, code=decision.code, retry_after=decision.retry_after)
     if decision.verdict == "ask":
         store = call.services.approvals
         rule = decision.approval_rule

@@ -7,6 +7,10 @@ they mirror), the dashboard's policy view and `hal0 approvals explain`. The orde
 1. Persona gating: a tool outside the agent's persona `tools` is `refused` (and invisible).
 2. Approval rules (agents.policy.decide): deny beats ask beats allow; an unmatched state-changing
    tool is `ask`, an unmatched read-only one `allow`.
+3. Quotas, when the caller passes the live counters (a real call, not a question about one): a call
+   over the persona's `limits.requests_per_minute` is `limited`, with a true retry_after.
+   Generations pass the same quotas through `admit_generation`, which also checks tokens and
+   concurrency and hands back the lease that counts the tokens when the generation ends.
 
 Like datasette's permission checks, the answer is never a bare bool: the Decision names the rule
 (`agents.approvals.rules[3]`, `agents.personas[].tools`, `default policy`) and says why in words.
@@ -18,11 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
-from hal0.config.models import AgentsConfig, ApprovalRule
+from hal0.agents.quotas import Lease, QuotaExceededError, Quotas
+from hal0.config.models import AgentsConfig, ApprovalRule, PersonaLimits
 from hal0.tools.spec import ToolSpec
 
-Verdict = Literal["allow", "ask", "deny", "refused"]
+Verdict = Literal["allow", "ask", "deny", "refused", "limited"]
 PERSONA_RULE = "agents.personas[].tools"
+OTHER = "other"  # the metrics label of agents without a persona (labels are never raw agent ids)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Decision:
     agent: str
     persona: str | None
     approval_rule: ApprovalRule | None = None  # the matched rule, when one did (its expires_after)
+    retry_after: int | None = None  # seconds, for `limited`
 
     @property
     def visible(self) -> bool:
@@ -45,7 +52,7 @@ class Decision:
     @property
     def code(self) -> str:
         """The machine-readable code of a refusal (REST error code, MCP error text)."""
-        return {"refused": "tool_not_in_persona", "deny": "denied"}.get(self.verdict, self.verdict)
+        return {"refused": "tool_not_in_persona", "deny": "denied", "limited": "rate_limit_exceeded"}.get(self.verdict, self.verdict)
 
     @property
     def message(self) -> str:
@@ -58,8 +65,16 @@ class Decision:
         return {"decision": self.verdict, "reason": self.reason, "rule": self.rule, "persona": self.persona}
 
 
-def evaluate(agents: AgentsConfig, agent: str, tool: ToolSpec, args: dict[str, Any]) -> Decision:
-    """The decision for `agent` calling `tool` with `args` under the policy `agents`."""
+def persona_limits(agents: AgentsConfig, agent: str) -> tuple[str, PersonaLimits]:
+    """The agent's persona label (its id, or `other`) and the limits that apply to it."""
+    persona = persona_for(agents, agent)
+    return (persona.id, persona.limits) if persona is not None else (OTHER, PersonaLimits())
+
+
+def evaluate(agents: AgentsConfig, agent: str, tool: ToolSpec, args: dict[str, Any],
+             quotas: Quotas | None = None) -> Decision:
+    """The decision for `agent` calling `tool` with `args` under the policy `agents`. With `quotas`
+    the call is also counted (or refused as `limited`): pass them only for a call that happens."""
     persona = persona_for(agents, agent)
     persona_id = persona.id if persona is not None else None
     if not tool_allowed_by_persona(persona, tool.qualified):
@@ -67,4 +82,18 @@ def evaluate(agents: AgentsConfig, agent: str, tool: ToolSpec, args: dict[str, A
         return Decision("refused", persona_refusal(persona, agent, tool.qualified), PERSONA_RULE,
                         tool.qualified, agent, persona_id)
     rule = decide(agents, agent, tool.qualified, args, state_changing=not tool.read_only)
-    return Decision(rule.verdict, rule.reason, rule.rule_label, tool.qualified, agent, persona_id, rule.rule)
+    decision = Decision(rule.verdict, rule.reason, rule.rule_label, tool.qualified, agent, persona_id, rule.rule)
+    if quotas is not None and decision.verdict != "deny":
+        label, limits = persona_limits(agents, agent)
+        try:
+            quotas.request(agent, label, limits)
+        except QuotaExceededError as error:
+            return Decision("limited", str(error), f"agents.personas[].limits.{error.quota}", tool.qualified, agent,
+                            persona_id, retry_after=error.retry_after)
+    return decision
+
+
+def admit_generation(agents: AgentsConfig, quotas: Quotas, agent: str) -> Lease:
+    """A generation's pass through the quotas; raises QuotaExceededError (429) when over one."""
+    label, limits = persona_limits(agents, agent)
+    return quotas.generation(agent, label, limits)
