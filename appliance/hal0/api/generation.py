@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from hal0.agents.fairshare import FairGate
 from hal0.agents.quotas import Lease, QuotaExceededError
 from hal0.api.errors import ApiError, bad_request, not_found, overloaded, rate_limited, unavailable
 from hal0.api.identity import agent_of
@@ -66,15 +67,23 @@ def _used(generation: Any) -> int:
     return finish.usage.total_tokens if finish is not None else 0
 
 
+def fair_turn(services: Services, runtime: ModelRuntime, lease: Lease) -> tuple[FairGate, str]:
+    """The model's fair-share gate and the agent waiting at it (the lease's), for enter_turn."""
+    return services.fair.gate(runtime.id, runtime.slots), lease.agent
+
+
 def deadline_of(services: Services) -> float:
     """The request's deadline on the perf_counter clock (it includes time spent queued)."""
     return time.perf_counter() + services.config.server.request_timeout_s
 
 
-async def enter_turn(stack: AsyncExitStack, runtime: ModelRuntime, queue_limit: int) -> None:
-    """Take the model's turn on `stack`, turning queue and load problems into API errors."""
+async def enter_turn(stack: AsyncExitStack, runtime: ModelRuntime, queue_limit: int, fair: FairGate | None = None,
+                     agent: str | None = None) -> None:
+    """Take the model's turn on `stack`, turning queue and load problems into API errors. With a
+    fair gate, the agent waits for its fair turn (agents/fairshare.py) rather than first-come."""
+    order = fair.slot(agent) if fair is not None and agent is not None else None
     try:
-        await stack.enter_async_context(runtime.turn(queue_limit))
+        await stack.enter_async_context(runtime.turn(queue_limit, order))
     except QueueFull as error:
         raise overloaded(str(error), error.retry_after) from None
     except ModelUnavailable as error:
@@ -113,7 +122,7 @@ async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) 
     async with AsyncExitStack() as stack:
         # However it ends, the lease's place is freed and the tokens used are counted.
         stack.callback(lambda: lease.finish(_used(generation)))
-        await enter_turn(stack, runtime, services.config.server.queue_limit)
+        await enter_turn(stack, runtime, services.config.server.queue_limit, *fair_turn(services, runtime, lease))
         generation = runtime.start(task)
         async with cancel_on_disconnect(request, generation.cancel):
             try:
@@ -155,7 +164,7 @@ async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encod
     stack = AsyncExitStack()
     stack.callback(lambda: lease.finish(_used(generation)))  # released with the stream's turn
     try:
-        await enter_turn(stack, runtime, services.config.server.queue_limit)
+        await enter_turn(stack, runtime, services.config.server.queue_limit, *fair_turn(services, runtime, lease))
     except ApiError:
         await stack.aclose()
         raise

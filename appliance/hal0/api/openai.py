@@ -22,6 +22,7 @@ from hal0.api.generation import (
     cancel_on_disconnect,
     deadline_of,
     enter_turn,
+    fair_turn,
     lookup_model,
     run_to_completion,
     services_of,
@@ -229,7 +230,7 @@ async def embeddings(request: Request) -> Response:
     used = {"tokens": 0}
     async with AsyncExitStack() as stack:
         stack.callback(lambda: lease.finish(used["tokens"]))
-        await enter_turn(stack, runtime, services.config.server.queue_limit)
+        await enter_turn(stack, runtime, services.config.server.queue_limit, *fair_turn(services, runtime, lease))
         async with cancel_on_disconnect(request, cancel.set):
             try:
                 raw = await runtime.embed(body.inputs, cancel)
