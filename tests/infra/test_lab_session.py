@@ -26,7 +26,8 @@ from tests.infra.conftest import REPO
 
 pytestmark = pytest.mark.infra
 
-INVENTORY = REPO / "build" / "lab" / "inventory.yml"
+# image/lab writes here; HAL0_LAB_OUT (with HAL0_LAB_ID and HAL0_LAB_NET) runs a lab of one's own beside others.
+INVENTORY = Path(os.environ.get("HAL0_LAB_OUT", REPO / "build" / "lab")) / "inventory.yml"
 CI_VARS = REPO / "tests" / "infra" / "ci-vars.yml"
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
@@ -105,6 +106,10 @@ def test_session(lab: str, tmp_path: Path) -> None:
     step("testinfra")
     run_testinfra()
 
+    if lab == "proxied":
+        step("client certificate identity")
+        client_cert_identity(tmp_path)
+
     step("policy reload")
     pid = box("hal0-1", "systemctl show -p MainPID --value hal0")
     restarts = box("hal0-1", "systemctl show -p NRestarts --value hal0")
@@ -139,6 +144,42 @@ def test_session(lab: str, tmp_path: Path) -> None:
     step("end")
     names = list(timings)
     print(f"\n{lab} topology timings: " + ", ".join(f"{a} {timings[b] - timings[a]:.0f}s" for a, b in itertools.pairwise(names)))
+
+
+def openssl(*args: str | Path) -> None:
+    run("openssl", *args)
+
+
+def client_cert_identity(tmp_path: Path) -> None:
+    """reverse_proxy_identity client_cert: a certificate the lab CA signed with CN robot-1 is agent robot-1,
+    whatever X-hal0-Agent the client sends; then the proxy is put back as it was."""
+    import ssl
+
+    import httpx
+
+    ca, ca_key, key, csr, cert = (tmp_path / name for name in ("ca.pem", "ca.key", "robot.key", "robot.csr", "robot.pem"))
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-subj", "/CN=hal0 lab CA", "-days", "2")
+    openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", "/O=hal0 lab/CN=robot-1")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2")
+    inventory = yaml.safe_load(INVENTORY.read_text())
+    proxy = inventory["all"]["children"]["proxy"]
+    address = proxy["hosts"]["proxy-1"]["ansible_host"]
+    user = proxy["vars"]["reverse_proxy_basic_auth_users"][0]
+    served = tmp_path / "proxy.pem"
+    served.write_text(box("proxy-1", "cat /etc/nginx/hal0/selfsigned.crt") + "\n")
+    context = ssl.create_default_context(cafile=str(served))
+    context.load_cert_chain(str(cert), str(key))
+    play("--tags", "reverse_proxy_config", "-e", f"reverse_proxy_client_ca={ca}", "-e", "reverse_proxy_identity=client_cert")
+    try:
+        with httpx.Client(base_url=f"https://{address}", verify=context, auth=(user["name"], user["password"]), timeout=30) as http:
+            me = http.get("/api/whoami", headers={"X-hal0-Agent": "mallory"})
+            assert me.status_code == 200, me.text
+            assert me.json()["agent"] == "robot-1" and me.json()["source"] == "header", me.json()
+        without = httpx.get(f"https://{address}/api/whoami", verify=str(served), auth=(user["name"], user["password"]), timeout=30)
+        assert without.status_code == 400, without.text  # nginx: no required SSL certificate was sent
+    finally:
+        play("--tags", "reverse_proxy_config")  # back to basic_auth identity, no client CA
 
 
 def test_lab_down_leaves_nothing_behind() -> None:
