@@ -24,6 +24,7 @@ from hal0.config import LoadedConfig
 from hal0.mcp.gate import McpGate
 from hal0.mcp.mount import build_mcp
 from hal0.services import Services
+from hal0.tools import housekeeping as queue
 
 log = logging.getLogger("hal0")
 
@@ -51,7 +52,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
         if reload_on_sighup:
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.reload)
-        housekeeping = asyncio.create_task(approvals.housekeeping(services, approvals.recover(services)))
+        housekeeping = asyncio.create_task(queue.housekeeping(services, queue.recover(services)))
         try:
             async with mcp.run():  # the mounted MCP servers' session managers
                 yield
