@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,8 +15,9 @@ import pytest
 from tests.conftest import Server
 
 NO_EOS = {"2": -100, "4": -100, **{str(5 + byte): -100 for byte in range(128, 256)}}
-# The first generation is long, so the rest queue behind it while it runs; the others are short.
-LONG, SHORT = 900, 16
+# The first generation is long (seconds, with a context big enough for it), so the rest queue behind it
+# while it runs; the others are short.
+LONG, SHORT, N_CTX = 7000, 16, 8192
 
 
 def queue_depth(server: Server) -> float:
@@ -32,8 +34,8 @@ def wait_for_depth(server: Server, depth: int) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
-def test_one_agent_queueing_many_cannot_starve_another(start_server: Callable[..., Server], path: str) -> None:
-    server = start_server()
+def test_one_agent_queueing_many_cannot_starve_another(start_server: Callable[..., Server], tiny_model: Path, path: str) -> None:
+    server = start_server(models=[{"id": "tiny", "path": str(tiny_model), "default": True, "n_ctx": N_CTX, "n_threads": 1}])
 
     def body(max_tokens: int) -> dict:
         common = {"max_tokens": max_tokens, "temperature": 0, "logit_bias": NO_EOS}
