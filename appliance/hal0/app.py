@@ -17,13 +17,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0 import dashboard
-from hal0.api import approvals, health, memory, openai, openapi
+from hal0.api import approvals, health, identity, memory, openai, openapi
 from hal0.api.errors import ApiError, error_response, storage_error
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
 from hal0.mcp.gate import HostGate
 from hal0.mcp.mount import build_mcp
 from hal0.services import Services
+from hal0.tools import housekeeping as queue
 
 log = logging.getLogger("hal0")
 
@@ -60,7 +61,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections,
             # off the event loop (a hostile or slow file must not stall requests).
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
-        housekeeping = asyncio.create_task(approvals.housekeeping(services, approvals.recover(services)))
+        housekeeping = asyncio.create_task(queue.housekeeping(services, queue.recover(services)))
         try:
             async with mcp.run():  # the mounted MCP servers' session managers
                 yield
@@ -70,13 +71,15 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
                 loader.cancel()
             services.close()
 
-    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *openapi.routes, *mcp.routes,
+    routes = [*health.routes, *openai.routes, *memory.routes, *approvals.routes, *identity.routes, *openapi.routes, *mcp.routes,
               Route("/metrics", metrics_endpoint, methods=["GET"]), *dashboard.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        # The DNS-rebinding gate covers /mcp/* and the human channel; it reads the live config so a reload applies at once.
-        middleware=[Middleware(HostGate, config=lambda: services.config.mcp, routes=approvals.human_channel)],
+        # The DNS-rebinding gate covers /mcp/* and the human channel; the trusted-proxy gate every X-hal0-Agent
+        # header. Both read the live config, so a reload applies at once.
+        middleware=[Middleware(HostGate, config=lambda: services.config.mcp, routes=approvals.human_channel),
+                    Middleware(identity.TrustedProxyGate, services=services)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, sqlite3.OperationalError: storage_error},
     )
     app.user_middleware.insert(0, Middleware(MetricsMiddleware, metrics=services.metrics, router=app.router))

@@ -83,6 +83,12 @@ class Metrics:
                                ["model", "reason"], registry=self.registry)
         self.load_seconds = Histogram("hal0_model_load_duration_seconds", "Time to load a model into memory", ["model"],
                                       buckets=_LOAD_BUCKETS, registry=self.registry)
+        # Per persona (ids from the config plus `other`): bounded, never a raw agent id.
+        self.agent_requests_total = Counter("hal0_agent_requests", "Requests admitted (generations and tool calls) by persona",
+                                      ["persona"], registry=self.registry)
+        self.agent_tokens_total = Counter("hal0_agent_tokens", "Tokens (prompt plus generated) by persona", ["persona"], registry=self.registry)
+        self.rate_limited_total = Counter("hal0_rate_limited", "Requests refused with 429 by persona and quota", ["persona", "quota"],
+                                    registry=self.registry)
         self.registry.register(_ModelCollector(lifecycle))
         for runtime in models:
             runtime.observer = self
@@ -104,6 +110,15 @@ class Metrics:
     def decode_step(self, model: str, generated: int, batch_tokens: int) -> None:
         if generated:  # steps that only read prompt tokens generate nothing yet
             self.step_tokens.labels(model).observe(generated)
+
+    def agent_request(self, persona: str) -> None:
+        self.agent_requests_total.labels(persona).inc()
+
+    def agent_tokens(self, persona: str, tokens: int) -> None:
+        self.agent_tokens_total.labels(persona).inc(tokens)
+
+    def agent_limited(self, persona: str, quota: str) -> None:
+        self.rate_limited_total.labels(persona, quota).inc()
 
     def record_generation(self, model: str, prompt_tokens: int, generated_tokens: int, ttft: float | None) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)

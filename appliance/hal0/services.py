@@ -16,6 +16,8 @@ from pathlib import Path
 
 from hal0 import __version__
 from hal0.agents.approvals import ApprovalStore
+from hal0.agents.fairshare import FairShare
+from hal0.agents.quotas import Quotas
 from hal0.config import ConfigError, Hal0Config, LoadedConfig, load_config
 from hal0.inference import Lifecycle, ModelRegistry
 from hal0.memory import MemoryService
@@ -38,6 +40,8 @@ class Services:
     lifecycle: Lifecycle
     metrics: Metrics
     memory: MemoryService
+    quotas: Quotas  # per-agent counters: outside the config, so they survive a reload
+    fair: FairShare = field(default_factory=FairShare)  # who of the waiting gets a model's next slot
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     last_reload: ReloadResult | None = None
@@ -70,7 +74,8 @@ class Services:
         services: Services
         # The memory service reads the live config, so a reload can turn memory on or off.
         memory = MemoryService(lambda: services.loaded.config.memory)
-        services = cls(loaded=loaded, models=models, lifecycle=lifecycle, metrics=Metrics(models, lifecycle), memory=memory)
+        metrics = Metrics(models, lifecycle)
+        services = cls(loaded=loaded, models=models, lifecycle=lifecycle, metrics=metrics, memory=memory, quotas=Quotas(observer=metrics))
         return services
 
     @property

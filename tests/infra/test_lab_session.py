@@ -38,6 +38,7 @@ from tests.infra.conftest import REPO
 pytestmark = pytest.mark.infra
 
 LAB_ID = os.environ.get("HAL0_LAB_ID", "")
+# image/lab writes here; HAL0_LAB_OUT (with HAL0_LAB_ID and HAL0_LAB_NET) runs a lab of one's own beside others.
 INVENTORY = Path(os.environ.get("HAL0_LAB_OUT", REPO / "build" / "lab")) / "inventory.yml"
 CI_VARS = REPO / "tests" / "infra" / "ci-vars.yml"
 BIN = Path(sys.executable).parent
@@ -153,6 +154,12 @@ def test_session(lab: str, tmp_path: Path) -> None:
     step("testinfra")
     run_testinfra()
 
+    if lab == "proxied":
+        step("client certificate identity")
+        client_cert_identity(tmp_path)
+        step("forward_auth identity")
+        forward_auth_identity(tmp_path)
+
     step("policy reload")
     pid = box("hal0-1", "systemctl show -p MainPID --value hal0")
     restarts = box("hal0-1", "systemctl show -p NRestarts --value hal0")
@@ -244,6 +251,89 @@ def url_model_source(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def openssl(*args: str | Path) -> None:
+    run("openssl", *args)
+
+
+def client_cert_identity(tmp_path: Path) -> None:
+    """reverse_proxy_identity client_cert: a certificate the lab CA signed with CN robot-1 is agent robot-1,
+    whatever X-hal0-Agent the client sends; then the proxy is put back as it was."""
+    import ssl
+
+    import httpx
+
+    ca, ca_key, key, csr, cert = (tmp_path / name for name in ("ca.pem", "ca.key", "robot.key", "robot.csr", "robot.pem"))
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-subj", "/CN=hal0 lab CA", "-days", "2")
+    openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", "/O=hal0 lab/CN=robot-1")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2")
+    inventory = yaml.safe_load(INVENTORY.read_text())
+    proxy = inventory["all"]["children"]["proxy"]
+    address = proxy["hosts"]["proxy-1"]["ansible_host"]
+    user = proxy["vars"]["reverse_proxy_basic_auth_users"][0]
+    served = tmp_path / "proxy.pem"
+    served.write_text(box("proxy-1", "cat /etc/nginx/hal0/selfsigned.crt") + "\n")
+    context = ssl.create_default_context(cafile=str(served))
+    context.load_cert_chain(str(cert), str(key))
+    play("--tags", "reverse_proxy_config", "-e", f"reverse_proxy_client_ca={ca}", "-e", "reverse_proxy_identity=client_cert")
+    try:
+        with httpx.Client(base_url=f"https://{address}", verify=context, auth=(user["name"], user["password"]), timeout=30) as http:
+            me = http.get("/api/whoami", headers={"X-hal0-Agent": "mallory"})
+            assert me.status_code == 200, me.text
+            assert me.json()["agent"] == "robot-1" and me.json()["source"] == "header", me.json()
+        without = httpx.get(f"https://{address}/api/whoami", verify=str(served), auth=(user["name"], user["password"]), timeout=30)
+        assert without.status_code == 400, without.text  # nginx: no required SSL certificate was sent
+    finally:
+        play("--tags", "reverse_proxy_config")  # back to basic_auth identity, no client CA
+
+
+# A stand-in for oauth2-proxy's /oauth2/auth (not packaged in Debian or on PyPI): 2xx with the user header
+# for a request carrying the lab's session cookie, 401 otherwise. nginx's auth_request is the real thing.
+AUTH_SERVICE = """
+import http.server
+class Check(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = "lab_session=forward-1" in (self.headers.get("Cookie") or "")
+        self.send_response(202 if ok else 401)
+        if ok:
+            self.send_header("X-Auth-Request-User", "forward-1")
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", 4180), Check).serve_forever()
+"""
+
+
+def forward_auth_identity(tmp_path: Path) -> None:
+    """reverse_proxy_identity forward_auth: nginx asks the auth service (auth_request) and the agent is its
+    X-Auth-Request-User, whatever X-hal0-Agent the client sends; then the proxy is put back as it was."""
+    import httpx
+
+    inventory = yaml.safe_load(INVENTORY.read_text())
+    proxy = inventory["all"]["children"]["proxy"]
+    address = proxy["hosts"]["proxy-1"]["ansible_host"]
+    user = proxy["vars"]["reverse_proxy_basic_auth_users"][0]
+    served = tmp_path / "proxy-fa.pem"
+    served.write_text(box("proxy-1", "cat /etc/nginx/hal0/selfsigned.crt") + "\n")
+    script = tmp_path / "auth.py"
+    script.write_text(AUTH_SERVICE)
+    box("proxy-1", "systemctl stop hal0-lab-auth 2>/dev/null; systemctl reset-failed hal0-lab-auth 2>/dev/null; true")
+    run(REPO / "image" / "lab", "ssh", "proxy-1", f"systemd-run --unit=hal0-lab-auth python3 -c '{AUTH_SERVICE}'")
+    play(
+        "--tags", "reverse_proxy_config", "-e", "reverse_proxy_identity=forward_auth", "-e", "reverse_proxy_forward_auth_url=http://127.0.0.1:4180/oauth2/auth"
+    )
+    try:
+        site = box("proxy-1", "cat /etc/nginx/sites-available/hal0.conf")
+        assert "auth_request /_hal0_auth;" in site and "$upstream_http_x_auth_request_user" in site
+        with httpx.Client(base_url=f"https://{address}", verify=str(served), auth=(user["name"], user["password"]), timeout=30) as http:
+            me = http.get("/api/whoami", headers={"X-hal0-Agent": "mallory", "Cookie": "lab_session=forward-1"})
+            assert me.status_code == 200, me.text
+            assert me.json()["agent"] == "forward-1" and me.json()["source"] == "header", me.json()
+            refused = http.get("/api/whoami", headers={"X-hal0-Agent": "mallory"})
+            assert refused.status_code == 401, refused.text  # the auth service said no
+    finally:
+        play("--tags", "reverse_proxy_config")  # back to basic_auth identity
+        box("proxy-1", "systemctl stop hal0-lab-auth; true")
 
 
 def test_lab_down_leaves_nothing_behind() -> None:

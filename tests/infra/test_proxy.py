@@ -43,6 +43,8 @@ class Proxy:
     server_name: str
     cafile: str
     keepalive_s: int
+    identity: str  # reverse_proxy_identity as the inventory (or the role's default) sets it
+    agent: str  # the agent the basic-auth user is pinned to
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,9 @@ def proxy(runner: Any, inventory_path: str) -> Iterator[Proxy]:
         server_name=variables.get("reverse_proxy_server_name", name),
         cafile=handle.name,
         keepalive_s=int(variables.get("reverse_proxy_keepalive_timeout_s", 0)),
+        identity=variables.get("reverse_proxy_identity")
+        or ("basic_auth" if variables.get("reverse_proxy_basic_auth_users") else "client_cert" if variables.get("reverse_proxy_client_ca") else "none"),
+        agent=next((entry.get("agent", entry["name"]) for entry in users if entry.get("name") == user), user),
     )
     os.unlink(handle.name)
 
@@ -273,7 +278,62 @@ def test_agents_stick_to_one_box(runner: Any, proxy: Proxy) -> None:
         first = {agent: box_of(http, agent) for agent in agents}
         again = {agent: box_of(http, agent) for agent in agents}
     assert first == again, "an agent must always reach the same box"
-    assert len(set(first.values())) == len(boxes), f"32 agents should spread over every box: {sorted(set(first.values()))}"
+    if proxy.identity == "none":
+        assert len(set(first.values())) == len(boxes), f"32 agents should spread over every box: {sorted(set(first.values()))}"
+    else:  # the hash is on the pinned agent: whatever header the client forges, one user stays on one box
+        assert len(set(first.values())) == 1, f"a forged X-hal0-Agent moved the user between boxes: {first}"
+
+
+def test_a_forged_agent_header_is_replaced_by_the_authenticated_user(proxy: Proxy, inventory_path: str) -> None:
+    import testinfra
+
+    marker = os.urandom(6).hex()
+    with client(proxy, auth=proxy.auth) as http:
+        forged = http.get(f"/api/whoami?probe={marker}", headers={"X-hal0-Agent": "mallory"})
+        plain = http.get("/api/whoami")
+    assert forged.status_code == 200, forged.text
+    if proxy.identity == "none":  # not pinned: the client's header passes, as the posture says
+        assert forged.json()["agent"] == "mallory"
+        return
+    assert forged.json()["agent"] == proxy.agent and forged.json()["source"] == "header", forged.json()
+    assert plain.json()["agent"] == proxy.agent  # no header from the client: still the user, never the default
+    assert forged.json()["peer"] != "127.0.0.1" or proxy.address in ("127.0.0.1", "localhost")
+    proxy_box = testinfra.get_host(f"ansible://{proxy.name}", ansible_inventory=inventory_path)
+    line = proxy_box.check_output("grep -F %s /var/log/nginx/hal0-access.log", f"probe={marker}")
+    assert f'user="{proxy.auth[0]}" agent="{proxy.agent}"' in line, line
+    assert "mallory" not in line
+
+
+def test_memory_through_the_proxy_lands_in_the_users_namespace(proxy: Proxy) -> None:
+    text = f"pinned {os.urandom(6).hex()}"
+    with client(proxy, auth=proxy.auth) as http:
+        made = http.post("/api/memory", json={"text": text}, headers={"X-hal0-Agent": "mallory"})
+        if made.status_code == 404 and made.json()["error"]["code"] == "memory_disabled":
+            pytest.skip("memory.enabled is false on this box (the shipped default)")
+        assert made.status_code == 201, made.text
+        item = made.json()["id"]
+        if proxy.identity != "none":  # pinned: the item is the user's, whatever header is sent
+            assert http.get(f"/api/memory/{item}", headers={"X-hal0-Agent": "someone-else"}).json()["text"] == text
+            assert http.get(f"/api/memory/{item}").json()["text"] == text
+        http.delete(f"/api/memory/{item}", headers={"X-hal0-Agent": "mallory"})
+
+
+def test_hal0_refuses_an_agent_header_not_from_the_proxy(runner: Any, proxy: Proxy, inventory_path: str) -> None:
+    """On a hal0 box behind a proxy on another box, its own loopback is not a trusted proxy."""
+    import testinfra
+
+    for name in runner.get_hosts("hal0"):
+        if name in runner.get_hosts("proxy"):
+            continue
+        box = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory_path)
+        bind = address_of(runner, name)  # behind a proxy on another box, hal0 binds its LAN address
+        probe = (
+            "import urllib.request as u, urllib.error as e\n"
+            f"r = u.Request('http://{bind}:8080/api/whoami', headers={{'X-hal0-Agent': 'mallory'}})\n"
+            "try:\n    print(u.urlopen(r).status)\nexcept e.HTTPError as x:\n    print(x.code, x.read().decode())\n"
+        )
+        answer = box.check_output("python3 -c %s", probe)
+        assert answer.startswith("403") and "agents.identity.trusted_proxies" in answer, answer
 
 
 def test_requests_without_an_agent_are_balanced(runner: Any, proxy: Proxy, inventory_path: str) -> None:

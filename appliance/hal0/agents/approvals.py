@@ -153,9 +153,11 @@ class ApprovalStore:
         ).fetchall()
         return [dict(row) for row in rows]
 
-    def pending_count(self) -> int:
+    def pending_count(self, *, agent: str | None = None) -> int:
+        """Pending approvals, of one agent or (None) of everyone."""
         self.expire_due()
-        return self._conn.execute("SELECT count(*) FROM approvals WHERE state = 'pending'").fetchone()[0]
+        query = "SELECT count(*) FROM approvals WHERE state = 'pending' AND (? IS NULL OR agent = ?)"
+        return self._conn.execute(query, (agent, agent)).fetchone()[0]
 
     def granted(self, agent: str, tool: str, args: dict[str, Any], now: float | None = None) -> Approval | None:
         """An executed approval of the same call whose rule grants re-use (`expires_after`) still valid."""

@@ -6,7 +6,6 @@ the outcome of its own approvals, never decide them (and they are not MCP tools 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -21,10 +20,9 @@ from hal0.api.body import ascii_int, parse_json
 from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
-from hal0.tools.gated import decide_approval, execute
+from hal0.tools.gated import decide_approval
 
 log = logging.getLogger("hal0.approvals")
-HOUSEKEEPING_INTERVAL_S = 2.0
 
 
 class DecisionBody(BaseModel):
@@ -53,9 +51,11 @@ async def list_approvals(request: Request) -> JSONResponse:
     state = request.query_params.get("state") or None
     if state is not None and state not in STATES:
         raise bad_request(f"state must be one of {', '.join(STATES)}, got {state!r}", param="state")
-    agent = _caller_agent(request) or request.query_params.get("agent") or None
+    caller = _caller_agent(request)
+    agent = caller or request.query_params.get("agent") or None
     items = store.list(state=state, agent=agent, limit=_limit(request))
-    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count()})
+    # An agent counts only its own pending approvals (admin:list_approvals answers the same).
+    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count(agent=caller)})
 
 
 def _found(request: Request) -> Any:
@@ -105,32 +105,6 @@ async def audit(request: Request) -> JSONResponse:
     entries = store.audit(approval_id=request.query_params.get("approval_id") or None, agent=_caller_agent(request),
                           limit=_limit(request))
     return JSONResponse({"audit": entries})
-
-
-def recover(services: Any) -> list[str]:
-    """At start-up, before the first request: fail what a crash interrupted mid-run (never re-run it)
-    and return the approved calls that never started, to be resumed."""
-    store = services.approvals_if_present()
-    if store is None:
-        return []
-    resume, interrupted = store.recover()
-    for approval_id in interrupted:
-        log.warning("approval %s was running when hal0 stopped: marked failed, not re-run", approval_id)
-    return resume
-
-
-async def housekeeping(services: Any, resume: list[str]) -> None:
-    """Run the resumed approvals once models are loaded; then expire pending approvals on time."""
-    while resume and services.lifecycle.health == "loading":  # resumed calls act on models
-        await asyncio.sleep(0.1)
-    for approval_id in resume:
-        log.info("resuming approved call %s", approval_id)
-        await execute(services, approval_id)
-    while True:
-        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
-        store = services.approvals_if_present()
-        if store is not None:
-            store.expire_due()
 
 
 # The state-changing routes the dashboard uses: app.py puts them behind the same Host/Origin gate as /mcp/*.

@@ -49,6 +49,12 @@ def overloaded(message: str, retry_after: int) -> ApiError:
     )
 
 
+def rate_limited(message: str, retry_after: int, quota: str) -> ApiError:
+    """429 in OpenAI's shape: type `tokens` for a token quota, `requests` for the others."""
+    kind = "tokens" if quota == "tokens_per_minute" else "requests"
+    return ApiError(429, message, type=kind, code="rate_limit_exceeded", headers={"Retry-After": str(retry_after)})
+
+
 def unavailable(message: str, retry_after: int = 5) -> ApiError:
     return ApiError(503, message, type="server_error", code="model_unavailable", headers={"Retry-After": str(retry_after)})
 

@@ -20,7 +20,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from hal0.api.errors import ApiError, bad_request, not_found, overloaded, unavailable
+from hal0.agents.fairshare import FairGate
+from hal0.agents.quotas import Lease, QuotaExceededError
+from hal0.api.errors import ApiError, bad_request, not_found, overloaded, rate_limited, unavailable
+from hal0.api.identity import agent_of
 from hal0.inference import (
     Event,
     Finish,
@@ -33,6 +36,7 @@ from hal0.inference import (
     UnknownModel,
 )
 from hal0.services import Services
+from hal0.tools.policy import admit_generation
 
 Encode = Callable[[Event], Iterable[dict[str, Any]]]
 
@@ -48,19 +52,43 @@ def lookup_model(services: Services, model_id: str | None) -> ModelRuntime:
         raise not_found(str(error), param="model", code="model_not_found") from None
 
 
+def admit(request: Request) -> Lease:
+    """The caller's pass through its persona's quotas (429 with a true Retry-After when over one).
+    The lease is held, counting towards max_concurrent, until the generation ends."""
+    services = services_of(request)
+    try:
+        return admit_generation(services.config.agents, services.quotas, agent_of(request, services))
+    except QuotaExceededError as error:
+        raise rate_limited(str(error), error.retry_after, error.quota) from None
+
+
+def _used(generation: Any) -> int:
+    """Tokens (prompt plus generated) a generation used, for tokens_per_minute (0 if it never finished)."""
+    finish = getattr(generation, "finish", None)
+    return finish.usage.total_tokens if finish is not None else 0
+
+
+def fair_turn(services: Services, runtime: ModelRuntime, lease: Lease) -> tuple[FairGate, str]:
+    """The model's fair-share gate and the agent waiting at it (the lease's), for enter_turn."""
+    return services.fair.gate(runtime.id, runtime.slots), lease.agent
+
+
 def deadline_of(services: Services) -> float:
     """The request's deadline on the perf_counter clock (it includes time spent queued)."""
     return time.perf_counter() + services.config.server.request_timeout_s
 
 
-async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request | None = None) -> None:
+async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request | None = None,
+                     fair: FairGate | None = None, agent: str | None = None) -> None:
     """Take the model's turn on `stack` through its lifecycle (which loads it first when it is not in
-    memory), turning queue and load problems into API errors.
+    memory), turning queue and load problems into API errors. With a fair gate, the agent waits for its
+    fair turn (agents/fairshare.py) rather than first-come.
 
     With `request`, a client that goes away while waiting gives up its place (499); a load it started
     goes on for the others."""
     server = services.config.server
-    entering = stack.enter_async_context(services.lifecycle.use(runtime, server.queue_limit, server.request_timeout_s))
+    order = fair.slot(agent) if fair is not None and agent is not None else None
+    entering = stack.enter_async_context(services.lifecycle.use(runtime, server.queue_limit, server.request_timeout_s, order))
     try:
         await (entering if request is None else _unless_disconnected(request, entering))
     except QueueFull as error:
@@ -117,8 +145,12 @@ def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
 async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) -> list[Event]:
     """All events of `task`, or an API error (499 when the client left)."""
     services = services_of(request)
+    lease = admit(request)  # the persona's quotas, before the request waits for the model
+    generation = None
     async with AsyncExitStack() as stack:
-        await enter_turn(stack, services, runtime, request)
+        # However it ends, the lease's place is freed and the tokens used are counted.
+        stack.callback(lambda: lease.finish(_used(generation)))
+        await enter_turn(stack, services, runtime, request, *fair_turn(services, runtime, lease))
         generation = runtime.start(task)
         async with cancel_on_disconnect(request, generation.cancel):
             try:
@@ -155,8 +187,15 @@ def sse(data: Any) -> str:
 async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encode: Encode) -> GenerationStream:
     """An SSE stream of `encode(event)` chunks for each event of `task`, then `[DONE]`."""
     services = services_of(request)
+    lease = admit(request)
+    generation = None
     stack = AsyncExitStack()
-    await enter_turn(stack, services, runtime, request)
+    stack.callback(lambda: lease.finish(_used(generation)))  # released with the stream's turn
+    try:
+        await enter_turn(stack, services, runtime, request, *fair_turn(services, runtime, lease))
+    except ApiError:
+        await stack.aclose()
+        raise
     generation = runtime.start(task)
     source = generation.events()
     try:

@@ -18,9 +18,11 @@ from hal0.agents.policy import persona_for
 from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import (
+    admit,
     cancel_on_disconnect,
     deadline_of,
     enter_turn,
+    fair_turn,
     lookup_model,
     run_to_completion,
     services_of,
@@ -225,11 +227,15 @@ async def embeddings(request: Request) -> Response:
     if any(not text for text in body.inputs):
         raise bad_request("input must not contain empty strings", param="input")
     cancel = threading.Event()
+    lease = admit(request)
+    used = {"tokens": 0}
     async with AsyncExitStack() as stack:
-        await enter_turn(stack, services, runtime)
+        stack.callback(lambda: lease.finish(used["tokens"]))
+        await enter_turn(stack, services, runtime, None, *fair_turn(services, runtime, lease))
         async with cancel_on_disconnect(request, cancel.set):
             try:
                 raw = await runtime.embed(body.inputs, cancel)
+                used["tokens"] = raw.get("usage", {}).get("prompt_tokens", 0)
             except Cancelled:
                 raise ApiError(499, "client closed the request", code="client_closed") from None
             except ValueError as error:

@@ -88,16 +88,17 @@ def build_openapi() -> dict[str, Any]:
     paths = {
         "/health": {"get": _operation("Readiness: 200 when serving, 503 while loading or after a failed load", 200, 503)},
         "/v1/models": {"get": _operation("Configured models", 200)},
-        "/v1/chat/completions": {"post": _operation("Chat completion (OpenAI-compatible)", 200, 400, 404, 413, 503,
+        "/v1/chat/completions": {"post": _operation("Chat completion (OpenAI-compatible)", 200, 400, 404, 413, 429, 503,
                                                     body=ChatCompletionRequest, agent=True, stream=True)},
-        "/v1/completions": {"post": _operation("Text completion (OpenAI-compatible)", 200, 400, 404, 413, 503,
+        "/v1/completions": {"post": _operation("Text completion (OpenAI-compatible)", 200, 400, 404, 413, 429, 503,
                                                body=CompletionRequest, agent=True, stream=True)},
-        "/v1/embeddings": {"post": _operation("Embeddings (OpenAI-compatible)", 200, 400, 404, 413, 503, body=EmbeddingRequest)},
+        "/v1/embeddings": {"post": _operation("Embeddings (OpenAI-compatible)", 200, 400, 404, 413, 429, 503,
+                                              body=EmbeddingRequest, agent=True)},
         "/api/memory": {
             "get": _operation("List or search the caller's memory", 200, 400, 404, agent=True,
                               params=[_query("q", {"type": "string"}), _query("tag", {"type": "string"}),
                                       _query("limit", limit), _query("cursor", {"type": "string"})]),
-            "post": _operation("Remember an item", 201, 400, 404, 413, 422, body=AddBody, agent=True),
+            "post": _operation("Remember an item", 201, 400, 403, 404, 413, 422, 429, body=AddBody, agent=True),
             "delete": _operation("Forget the whole namespace (queued for approval: 202)", 202, 400, 403, 404, agent=True),
         },
         "/api/memory/{id}": {
@@ -114,6 +115,8 @@ def build_openapi() -> dict[str, Any]:
                                                         body_required=False)},
         "/api/approvals/{id}/deny": {"parameters": [_path_id()],
                                      "post": _operation("Deny (humans only)", 200, 400, 403, 404, 409, body=DecisionBody, body_required=False)},
+        "/api/whoami": {"get": _operation("Who hal0 believes the caller is: agent, persona, source (header or default), peer",
+                                          200, 400, 403, agent=True)},
         "/api/audit": {"get": _operation("The append-only audit log", 200, 400,
                                          params=[_query("approval_id", {"type": "string"}), _query("limit", limit)])},
     }

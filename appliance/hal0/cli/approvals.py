@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Any
 
-from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
 from hal0.cli.client import CliError, Hal0Client, default_url
 from hal0.config import ConfigError, load_config
 
@@ -106,13 +105,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     spec = next((spec for spec in CATALOGUE if spec.qualified == args.tool), None)
     if spec is None:
         raise CliError(f"unknown tool {args.tool!r}; tools: {', '.join(sorted(s.qualified for s in CATALOGUE))}")
-    persona = persona_for(agents, args.agent)
-    if not tool_allowed_by_persona(persona, spec.qualified):
-        assert persona is not None
-        result = {"decision": "refused", "reason": persona_refusal(persona, args.agent, spec.qualified), "rule": "agents.personas[].tools"}
-    else:
-        result = decide(agents, args.agent, spec.qualified, arguments, state_changing=not spec.read_only).as_dict()
-    result["persona"] = persona.id if persona else None
+    from hal0.tools.policy import evaluate
+
+    result = evaluate(agents, args.agent, spec, arguments).as_dict()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -57,6 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=server.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,
+        # The peer is the TCP peer: agents.identity.trusted_proxies decides whose X-hal0-Agent counts,
+        # and an X-Forwarded-For a client wrote must not make it look like the proxy (or anyone else).
+        proxy_headers=False,
     )
     return 0
 

@@ -306,6 +306,14 @@ class PersonaLimits(_Section):
 
     max_tokens: int | None = Field(None, ge=1, description="Most tokens one request may generate: a larger max_tokens is refused (400), none means this.")
     max_temperature: float | None = Field(None, ge=0, le=2, description="Highest temperature a request may ask for (higher is refused, 400).")
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests (generations and tool calls) one agent id may make in any 60 s; "
+        "more get 429 rate_limit_exceeded with a Retry-After in seconds.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000_000, description="Tokens (prompt plus generated) one agent id may use in any 60 s; "
+        "a generation asked for once the window is spent gets 429 with the seconds until enough tokens age out.")
+    max_concurrent: int | None = Field(
+        None, ge=1, le=10_000, description="Generations one agent id may have running or waiting at once; one more gets 429.")
 
 
 class PersonaMemory(_Section):
@@ -415,10 +423,34 @@ class ApprovalsConfig(_Section):
     )
 
 
+def check_network_entry(entry: str) -> str:
+    """Validate one `agents.identity.trusted_proxies` entry: an address or a CIDR."""
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ValueError(f"{entry!r}: expected an IP address or a CIDR such as 10.0.0.0/24") from None
+    return entry
+
+
+class IdentityConfig(_Section):
+    """Whose X-hal0-Agent header hal0 believes."""
+
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="Addresses or CIDRs of the reverse proxies that pin X-hal0-Agent. Empty: every peer's header is "
+        "believed (the trusted-LAN posture). Set: a header from any other peer is refused (403); requests without one "
+        "are the default agent.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_network_entry(entry) for entry in value)
+
+
 class AgentsConfig(_Section):
     """Agent personas and the approval policy for their tool calls."""
 
     default_agent: AgentId = Field("anonymous", description="Identity of callers sending no X-hal0-Agent header.")
+    identity: IdentityConfig = IdentityConfig()
     personas: tuple[Persona, ...] = ()
     approvals: ApprovalsConfig = ApprovalsConfig()
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hal0.agents.policy import decide
 from hal0.config import LoadedConfig
 from hal0.config.loader import ENV_ALLOWED_HOSTS, ENV_ALLOWED_ORIGINS
 from hal0.mcp.mount import ADMIN_PATH, MEMORY_PATH, McpMounts
 from hal0.mcp.policy import LOOPBACK, effective_hosts, effective_origins
-from hal0.mcp.servers import annotations_of
+from hal0.mcp.servers import MIRRORS, annotations_of
 from hal0.services import Services
-from hal0.tools import Server, ToolCall, tools_of
-from hal0.tools.gated import visible_to
+from hal0.tools import Server, ToolCall, tool, tools_of
+from hal0.tools.gated import decision_for
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,10 @@ def gate_origins(loaded: LoadedConfig) -> list[GateEntry]:
 def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, Any]]:
     """Each tool with its MCP annotations and what the policy does with it for `agent`."""
     call = ToolCall(services=services, agent=agent)
-    agents = services.config.agents
     rows = []
     for spec in tools_of(server):
-        visible = visible_to(spec, call)
-        decision = decide(agents, agent, spec.qualified, {}, state_changing=not spec.read_only)
+        decision = decision_for(spec, call)
+        visible = decision.visible
         rows.append({
             "name": spec.name,
             "qualified": spec.qualified,
@@ -87,15 +85,21 @@ def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, 
             "visible": visible,
             "verdict": decision.verdict if visible else "hidden",
             "reason": decision.reason if visible else "not in this agent's persona tools",
-            "rule": decision.rule_label if visible else "agents.personas",
+            "rule": decision.rule if visible else "agents.personas",
         })
     return rows
 
 
-async def resource_rows(mcp: McpMounts, server: Server) -> list[dict[str, Any]]:
+def _resource_shown(uri: str, call: ToolCall) -> bool:
+    """A resource mirroring a tool is shown only where that tool is allowed (as resources/list does)."""
+    mirrored = MIRRORS.get(uri)
+    return mirrored is None or decision_for(tool(mirrored), call).verdict == "allow"
+
+
+async def resource_rows(mcp: McpMounts, server: Server, call: ToolCall) -> list[dict[str, Any]]:
     mounted = mcp.admin if server == "admin" else mcp.memory
     rows = [{"uri": str(item.uri), "name": item.name, "description": item.description or "", "mime_type": item.mime_type or ""}
-            for item in await mounted.list_resources()]
+            for item in await mounted.list_resources() if _resource_shown(str(item.uri), call)]
     rows += [{"uri": item.uri_template, "name": item.name, "description": item.description or "", "mime_type": item.mime_type or ""}
              for item in await mounted.list_resource_templates()]
     return rows
@@ -114,7 +118,7 @@ async def mcp_tab(services: Services, mcp: McpMounts, agent: str) -> dict[str, A
             "why_not": "" if mounted else "memory is disabled (memory.enabled: false): the mount answers 404",
             "sessions": sessions.get(name),
             "tools": tool_rows(name, services, agent),  # type: ignore[arg-type]
-            "resources": await resource_rows(mcp, name),  # type: ignore[arg-type]
+            "resources": await resource_rows(mcp, name, ToolCall(services=services, agent=agent)),  # type: ignore[arg-type]
         })
     return {
         "agent": agent,

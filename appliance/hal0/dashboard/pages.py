@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hal0.agents import InvalidAgentIdError, resolve_agent
+from hal0.agents import AGENT_HEADER, InvalidAgentIdError, UntrustedPeerError, identify, resolve_agent
 from hal0.dashboard.config_view import config_tab
 from hal0.dashboard.mcp_view import mcp_tab
 from hal0.dashboard.memory_view import memory_tab
@@ -67,9 +67,19 @@ def _approvals(services: Services) -> dict[str, Any]:
     }
 
 
+def _whoami(request: Request) -> dict[str, Any]:
+    """What hal0 believes about this browser's requests (GET /api/whoami), or why it refuses them."""
+    agents = _services(request).config.agents
+    peer = request.client.host if request.client else None
+    try:
+        return identify(request.headers.get(AGENT_HEADER), peer, agents.default_agent, agents.identity).describe(agents)
+    except (InvalidAgentIdError, UntrustedPeerError) as error:
+        return {"agent": None, "persona": None, "source": "refused", "peer": peer, "error": str(error)}
+
+
 async def overview_page(request: Request) -> Response:
     services = _services(request)
-    return _page(request, "overview.html", "overview", o=overview(services), rates=_sampler(request).sample())
+    return _page(request, "overview.html", "overview", o=overview(services), rates=_sampler(request).sample(), me=_whoami(request))
 
 
 async def models_page(request: Request) -> Response:
@@ -109,7 +119,7 @@ async def fragment(request: Request) -> Response:
     services = _services(request)
     name = request.path_params["name"]
     if name == "overview":
-        return render(request, "_overview.html", o=overview(services), rates=_sampler(request).sample())
+        return render(request, "_overview.html", o=overview(services), rates=_sampler(request).sample(), me=_whoami(request))
     if name == "models":
         return render(request, "_models.html", models=model_rows(services))
     if name in ("pending", "history", "audit"):

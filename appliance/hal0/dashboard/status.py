@@ -10,6 +10,7 @@ from typing import Any
 
 from hal0.firstboot import firstboot_error
 from hal0.services import Services
+from hal0.tools.policy import persona_limits
 
 _ALL_INTERFACES = ("0.0.0.0", "::", "[::]")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -66,6 +67,17 @@ def model_rows(services: Services) -> list[dict[str, Any]]:
     return rows
 
 
+def agent_rows(services: Services) -> list[dict[str, Any]]:
+    """Per-agent usage in the last minute against the persona's quotas: who is busy, who is limited."""
+    agents = services.config.agents
+    rows = []
+    for row in services.quotas.snapshot():
+        label, limits = persona_limits(agents, row["agent"])
+        rows.append({**row, "persona": label, "requests_per_minute": limits.requests_per_minute,
+                     "tokens_per_minute": limits.tokens_per_minute, "max_concurrent": limits.max_concurrent})
+    return rows
+
+
 def overview(services: Services) -> dict[str, Any]:
     server = services.config.server
     models = model_rows(services)
@@ -85,4 +97,5 @@ def overview(services: Services) -> dict[str, Any]:
         "pending_approvals": pending.pending_count() if pending is not None else 0,
         "last_reload": services.last_reload,
         "firstboot_error": firstboot_error(),
+        "agents": agent_rows(services),
     }

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -146,8 +146,10 @@ class Lifecycle:
         return self._registry.get(model_id)
 
     @asynccontextmanager
-    async def use(self, runtime: ModelRuntime, queue_limit: int, timeout: float) -> AsyncIterator[None]:
-        """Admit a request, have the model ready (loading it if needed) and hold its turn.
+    async def use(self, runtime: ModelRuntime, queue_limit: int, timeout: float,
+                  order: AbstractAsyncContextManager[None] | None = None) -> AsyncIterator[None]:
+        """Admit a request, have the model ready (loading it if needed) and hold its turn (`order`: who
+        of the waiting goes next, admission's fair share; see ModelRuntime.turn).
 
         QueueFull when the model's queue is full; ModelUnavailable (StillLoading past `timeout`) when
         it cannot be loaded."""
@@ -160,7 +162,8 @@ class Lifecycle:
                 for attempt in (1, 2):
                     await self._ready(entry, LoadReason.REQUEST, timeout)
                     try:
-                        await stack.enter_async_context(runtime.turn(queue_limit))
+                        # A retry after an unload goes first-come: its fair place was already taken once.
+                        await stack.enter_async_context(runtime.turn(queue_limit, order if attempt == 1 else None))
                         break
                     except ModelUnavailable:
                         # An admin unloaded it between its load and our turn: load it again, once.

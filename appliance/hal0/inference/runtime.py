@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, Protocol
 
 from hal0.config.models import ModelConfig
@@ -221,8 +221,12 @@ class ModelRuntime:
             self._requests.shutdown(wait=False, cancel_futures=True)
 
     @asynccontextmanager
-    async def turn(self, queue_limit: int) -> AsyncIterator[None]:
-        """Wait for one of this model's generation slots, or raise QueueFull at once."""
+    async def turn(self, queue_limit: int, order: AbstractAsyncContextManager[None] | None = None) -> AsyncIterator[None]:
+        """Wait for one of this model's generation slots, or raise QueueFull at once.
+
+        `order` decides who of the waiting goes next (admission's fair share across agents); it
+        must let at most `slots` requests through, so the lock below then waits only for an unload.
+        """
         if self.state is not LoadState.READY:
             raise ModelUnavailable(self._unavailable_reason())
         if self._admitted >= self.slots + queue_limit:
@@ -230,7 +234,7 @@ class ModelRuntime:
         self._admitted += 1
         asked = time.perf_counter()
         try:
-            async with self._turn if self.slots == 1 else self._slot_sem:
+            async with order or nullcontext(), self._turn if self.slots == 1 else self._slot_sem:
                 if self.observer is not None:
                     self.observer.queue_wait(self.id, time.perf_counter() - asked)
                 if self.state is not LoadState.READY:

@@ -11,30 +11,39 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, ListToolsResult, ToolAnnotations
+from mcp_types import INVALID_PARAMS, ListResourcesResult, ListToolsResult, ToolAnnotations
 
-from hal0.agents import AGENT_HEADER, InvalidAgentIdError, resolve_agent
-from hal0.agents.policy import decide
+from hal0.agents import AGENT_HEADER, InvalidAgentIdError, UntrustedPeerError, identify
 from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
 from hal0.tools import Server, ToolCall, ToolFailedError, ToolSpec, invoke, tool, tools_of
-from hal0.tools.gated import call_tool, visible_to
+from hal0.tools.gated import call_tool, decision_for
+from hal0.tools.policy import Decision
 
 _EXPECTED = (ToolFailedError, MemoryStoreError, MemoryDisabledError)
 
+# A resource is governed by the tool it mirrors: listed and readable only where that tool may run.
+MIRRORS = {"hal0://status": "admin:status", "hal0://config": "admin:get_config"}
+# The SDK hands static resources no request context; the read handler puts the caller here.
+_reader: ContextVar[str] = ContextVar("hal0_resource_reader")
+
 
 def agent_of(ctx: Context, services: Services) -> str:
-    """The caller's agent id; an invalid header is a protocol error (-32602) naming the rule."""
+    """The caller's agent id; an invalid header is a protocol error (-32602) naming the rule, and
+    so is one from an untrusted peer (the mount refuses those with 403 before they get here)."""
     headers = ctx.headers or {}
     value = next((v for k, v in headers.items() if k.lower() == AGENT_HEADER.lower()), None)
+    client = getattr(ctx.request_context.request, "client", None)
+    agents = services.config.agents
     try:
-        return resolve_agent(value, services.config.agents.default_agent)
-    except InvalidAgentIdError as error:
+        return identify(value, client.host if client else None, agents.default_agent, agents.identity).agent
+    except (InvalidAgentIdError, UntrustedPeerError) as error:
         raise MCPError(INVALID_PARAMS, str(error)) from None
 
 
@@ -74,11 +83,11 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
 
 def policy_note(spec: ToolSpec, call: ToolCall) -> str:
     """What the approval policy does with this tool for this agent, told in its description."""
-    decision = decide(call.services.config.agents, call.agent, spec.qualified, {}, state_changing=not spec.read_only)
+    decision = decision_for(spec, call)
     if decision.verdict == "allow":
         return ""
     verb = "needs a human's approval" if decision.verdict == "ask" else "is denied"
-    return f" [policy: {verb} for you ({decision.reason}; {decision.rule_label})]"
+    return f" [policy: {verb} for you ({decision.reason}; {decision.rule})]"
 
 
 class GatedMCPServer(MCPServer):
@@ -97,11 +106,37 @@ class GatedMCPServer(MCPServer):
         shown = []
         for listed in await self.list_tools():
             spec = specs.get(listed.name)
-            if spec is None or not visible_to(spec, call):
+            if spec is None or not decision_for(spec, call).visible:
                 continue
             note = policy_note(spec, call)
             shown.append(listed.model_copy(update={"description": (listed.description or "") + note}) if note else listed)
         return ListToolsResult(tools=shown)
+
+    def _mirror_decision(self, uri: str, agent: str) -> Decision | None:
+        name = MIRRORS.get(uri)
+        return None if name is None else decision_for(tool(name), ToolCall(self._hal0_services, agent))
+
+    async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
+        agent = agent_of(Context(request_context=ctx, mcp_server=self), self._hal0_services)
+        shown = []
+        for resource in await self.list_resources():
+            decision = self._mirror_decision(str(resource.uri), agent)
+            if decision is None or decision.verdict == "allow":
+                shown.append(resource)
+        return ListResourcesResult(resources=shown)
+
+    async def _handle_read_resource(self, ctx: Any, params: Any) -> Any:
+        agent = agent_of(Context(request_context=ctx, mcp_server=self), self._hal0_services)
+        decision = self._mirror_decision(str(params.uri), agent)
+        if decision is not None and decision.verdict != "allow":
+            # A read cannot wait for a human: `ask` is refused too, pointing at the tool that can queue it.
+            why = decision.message if decision.verdict != "ask" else f"{decision.tool} needs a human's approval ({decision.reason}); call the tool"
+            raise MCPError(INVALID_PARAMS, f"resource {params.uri} mirrors {decision.tool}: {why}", data={"uri": str(params.uri)})
+        token = _reader.set(agent)
+        try:
+            return await super()._handle_read_resource(ctx, params)
+        finally:
+            _reader.reset(token)
 
 
 def build_server(server: Server, services: Services, instructions: str) -> MCPServer:
@@ -125,9 +160,8 @@ def build_admin(services: Services) -> MCPServer:
     mcp = build_server("admin", services, "Read the state of this hal0 box; privileged tools change it.")
 
     async def read(name: str) -> str:
-        # The SDK gives static resources no request context, so no caller id: these documents do
-        # not depend on it, and the default identity stands in.
-        agent = services.config.agents.default_agent
+        # The policy was asked by GatedMCPServer._handle_read_resource, which names the reader.
+        agent = _reader.get(services.config.agents.default_agent)
         return _json(await invoke(tool(f"admin:{name}"), ToolCall(services, agent), {}))
 
     @mcp.resource("hal0://status", name="status", mime_type="application/json",

@@ -7,10 +7,13 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from hal0.agents.approvals import State
 from hal0.inference import ModelUnavailable, UnknownModel
 from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec
 
 ModelArg = Annotated[str, Field(description="Model id, as listed by list_models.")]
+StateArg = Annotated[State | None, Field(description="Only approvals in this state, e.g. pending.")]
+LimitArg = Annotated[int, Field(description="At most this many, pending first, then newest (1 to 1000).", ge=1, le=1000)]
 
 
 def _models(call: ToolCall) -> list[dict[str, Any]]:
@@ -55,9 +58,12 @@ async def get_config(call: ToolCall) -> dict[str, Any]:
     return {"path": loaded.path, "config": loaded.config.model_dump(mode="json")}
 
 
-async def list_approvals(call: ToolCall) -> dict[str, Any]:
-    # The approval queue arrives with the agents issue; until then nothing is ever pending.
-    return {"approvals": [], "pending": 0}
+async def list_approvals(call: ToolCall, state: StateArg = None, limit: LimitArg = 100) -> dict[str, Any]:
+    """The caller's own approvals, as GET /api/approvals answers the same agent. On the event loop,
+    like the REST route: the store's one connection is not read from several threads at once."""
+    store = call.services.approvals
+    items = store.list(state=state, agent=call.agent, limit=limit)
+    return {"approvals": [item.as_dict() for item in items], "pending": store.pending_count(agent=call.agent)}
 
 
 def _known(call: ToolCall, model: object) -> str:
@@ -107,7 +113,8 @@ TOOLS = (
              list_models, read_only=True, destructive=False, idempotent=True),
     ToolSpec("admin", "get_config", "Effective config", "The effective configuration (read-only).",
              get_config, read_only=True, destructive=False, idempotent=True),
-    ToolSpec("admin", "list_approvals", "List approvals", "Approvals waiting for a human decision.",
+    ToolSpec("admin", "list_approvals", "List approvals",
+             "Your approvals (pending first, then newest), optionally in one state; a human decides them.",
              list_approvals, read_only=True, destructive=False, idempotent=True),
     ToolSpec("admin", "load_model", "Load a model", "Load a configured model into memory (no-op when loaded); under server.max_loaded_models it first "
              "unloads the least recently used idle, unpinned model.",

@@ -12,24 +12,30 @@ from typing import Any
 
 from hal0 import faults
 from hal0.agents.approvals import Approval, PendingLimitError
-from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
 from hal0.config.durations import seconds
+from hal0.tools.policy import Decision, evaluate
 from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec, invoke
 
 log = logging.getLogger("hal0.approvals")
 
 
 class ToolRefusedError(ToolFailedError):
-    """Refused by policy (persona tool list or a deny rule); the message names the rule."""
+    """Refused by policy (persona tool list, a deny rule or a quota); the message names the rule."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after  # seconds, for rate_limit_exceeded
+
+
+def decision_for(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any] | None = None) -> Decision:
+    """The policy door (tools.policy.evaluate) under the live config, for this caller."""
+    return evaluate(call.services.config.agents, call.agent, spec, arguments or {})
 
 
 def visible_to(spec: ToolSpec, call: ToolCall) -> bool:
     """Whether the agent's persona lists the tool (tools/list shows only these)."""
-    return tool_allowed_by_persona(persona_for(call.services.config.agents, call.agent), spec.qualified)
+    return decision_for(spec, call).visible
 
 
 def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
@@ -49,22 +55,19 @@ def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
 
 async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
     agents = call.services.config.agents
-    persona = persona_for(agents, call.agent)
-    if not tool_allowed_by_persona(persona, spec.qualified):
-        assert persona is not None
-        raise ToolRefusedError(persona_refusal(persona, call.agent, spec.qualified), code="tool_not_in_persona")
+    decision = evaluate(agents, call.agent, spec, arguments, quotas=call.services.quotas)
+    if decision.verdict in ("refused", "deny", "limited"):
+        raise ToolRefusedError(decision.message, code=decision.code, retry_after=decision.retry_after)
     spec.check_arguments(call, arguments)  # an impossible call fails now, not after a human approved it
-    decision = decide(agents, call.agent, spec.qualified, arguments, state_changing=not spec.read_only)
-    if decision.verdict == "deny":
-        raise ToolRefusedError(f"{spec.qualified} denied by {decision.rule_label}: {decision.reason}", code="denied")
     if decision.verdict == "ask":
         store = call.services.approvals
-        grant_ttl = seconds(decision.rule.expires_after) if decision.rule and decision.rule.expires_after else None
+        rule = decision.approval_rule
+        grant_ttl = seconds(rule.expires_after) if rule and rule.expires_after else None
         if grant_ttl is not None and store.granted(call.agent, spec.qualified, arguments):
             return await invoke(spec, call, arguments)  # a recent approval of this very call still holds
         try:
             approval, created = store.enqueue(
-                call.agent, spec.qualified, arguments, rule=decision.rule_label, reason=decision.reason,
+                call.agent, spec.qualified, arguments, rule=decision.rule, reason=decision.reason,
                 ttl_s=seconds(agents.approvals.pending_ttl), grant_ttl_s=grant_ttl, max_pending=agents.approvals.max_pending_per_agent,
             )
         except PendingLimitError as error:

@@ -1,0 +1,99 @@
+"""THE policy door: `evaluate(agents, agent, tool, args) -> Decision`, with the reason it carries.
+
+Every surface asks this one function and none re-derives its answer: MCP tools/list (what an agent
+sees), tools/call and REST (what runs, queues or is refused), MCP resources (governed by the tool
+they mirror), the dashboard's policy view and `hal0 approvals explain`. The order is fixed:
+
+1. Persona gating: a tool outside the agent's persona `tools` is `refused` (and invisible).
+2. Approval rules (agents.policy.decide): deny beats ask beats allow; an unmatched state-changing
+   tool is `ask`, an unmatched read-only one `allow`.
+3. Quotas, when the caller passes the live counters (a real call, not a question about one): a call
+   over the persona's `limits.requests_per_minute` is `limited`, with a true retry_after.
+   Generations pass the same quotas through `admit_generation`, which also checks tokens and
+   concurrency and hands back the lease that counts the tokens when the generation ends.
+
+Like datasette's permission checks, the answer is never a bare bool: the Decision names the rule
+(`agents.approvals.rules[3]`, `agents.personas[].tools`, `default policy`) and says why in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
+from hal0.agents.quotas import Lease, QuotaExceededError, Quotas
+from hal0.config.models import AgentsConfig, ApprovalRule, PersonaLimits
+from hal0.tools.spec import ToolSpec
+
+Verdict = Literal["allow", "ask", "deny", "refused", "limited"]
+PERSONA_RULE = "agents.personas[].tools"
+OTHER = "other"  # the metrics label of agents without a persona (labels are never raw agent ids)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy does with one call, and why."""
+
+    verdict: Verdict
+    reason: str
+    rule: str  # the config path that made the decision, for humans and for audit rows
+    tool: str
+    agent: str
+    persona: str | None
+    approval_rule: ApprovalRule | None = None  # the matched rule, when one did (its expires_after)
+    retry_after: int | None = None  # seconds, for `limited`
+
+    @property
+    def visible(self) -> bool:
+        """Whether the agent sees the tool at all (tools/list, the dashboard)."""
+        return self.verdict != "refused"
+
+    @property
+    def code(self) -> str:
+        """The machine-readable code of a refusal (REST error code, MCP error text)."""
+        return {"refused": "tool_not_in_persona", "deny": "denied", "limited": "rate_limit_exceeded"}.get(self.verdict, self.verdict)
+
+    @property
+    def message(self) -> str:
+        """One line for the caller of a refused or denied call."""
+        if self.verdict == "deny":
+            return f"{self.tool} denied by {self.rule}: {self.reason}"
+        return self.reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"decision": self.verdict, "reason": self.reason, "rule": self.rule, "persona": self.persona}
+
+
+def persona_limits(agents: AgentsConfig, agent: str) -> tuple[str, PersonaLimits]:
+    """The agent's persona label (its id, or `other`) and the limits that apply to it."""
+    persona = persona_for(agents, agent)
+    return (persona.id, persona.limits) if persona is not None else (OTHER, PersonaLimits())
+
+
+def evaluate(agents: AgentsConfig, agent: str, tool: ToolSpec, args: dict[str, Any],
+             quotas: Quotas | None = None) -> Decision:
+    """The decision for `agent` calling `tool` with `args` under the policy `agents`. With `quotas`
+    the call is also counted (or refused as `limited`): pass them only for a call that happens."""
+    persona = persona_for(agents, agent)
+    persona_id = persona.id if persona is not None else None
+    if not tool_allowed_by_persona(persona, tool.qualified):
+        assert persona is not None  # no persona means no persona gating
+        return Decision("refused", persona_refusal(persona, agent, tool.qualified), PERSONA_RULE,
+                        tool.qualified, agent, persona_id)
+    rule = decide(agents, agent, tool.qualified, args, state_changing=not tool.read_only)
+    decision = Decision(rule.verdict, rule.reason, rule.rule_label, tool.qualified, agent, persona_id, rule.rule)
+    if quotas is not None and decision.verdict != "deny":
+        label, limits = persona_limits(agents, agent)
+        try:
+            quotas.request(agent, label, limits)
+        except QuotaExceededError as error:
+            return Decision("limited", str(error), f"agents.personas[].limits.{error.quota}", tool.qualified, agent,
+                            persona_id, retry_after=error.retry_after)
+    return decision
+
+
+def admit_generation(agents: AgentsConfig, quotas: Quotas, agent: str) -> Lease:
+    """A generation's pass through the quotas; raises QuotaExceededError (429) when over one."""
+    label, limits = persona_limits(agents, agent)
+    return quotas.generation(agent, label, limits)
