@@ -238,7 +238,9 @@ def test_mcp_gate(host: Any, config: dict[str, Any], local_url: str) -> None:
     assert lan_host not in config["mcp"]["allowed_hosts"]
     status, body = box_http(host, f"{local_url}/mcp/admin", "POST", MCP_INITIALIZE, {**headers, "Host": lan_host})
     assert (status, body) == (421, "Invalid Host header")
-    for allowed in ["localhost", *config["mcp"]["allowed_hosts"]]:
+    # A `host:*` entry allows that host on any port: send it with hal0's own.
+    allowed_hosts = [h.replace(":*", f":{config.get('server', {}).get('port', 8080)}") for h in config["mcp"]["allowed_hosts"]]
+    for allowed in ["localhost", *allowed_hosts]:
         status, body = box_http(host, f"{local_url}/mcp/admin", "POST", MCP_INITIALIZE, {**headers, "Host": allowed})
         assert status == 200, f"Host {allowed}: {status} {body[:200]}"
 
