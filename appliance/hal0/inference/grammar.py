@@ -19,6 +19,7 @@ Output is compact JSON (no whitespace between tokens), keys in the schema's orde
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from hal0.inference.task import InvalidTask
@@ -49,6 +50,9 @@ json-object ::= "{" (json-string ":" json-value ("," json-string ":" json-value)
 json-array ::= "[" (json-value ("," json-value)*)? "]"
 '''
 _PRIMITIVE = {"string": "json-string", "boolean": "json-bool", "null": "json-null"}
+# llama.cpp expands a bounded repetition into that many rules: larger counts are refused, not truncated.
+MAX_REPEAT = 4096
+MAX_DIGITS = 40  # integer bounds beyond this many digits are refused
 
 
 class SchemaError(InvalidTask):
@@ -73,6 +77,15 @@ class _Converter:
         self.rules: dict[str, str] = {}
         self.refs: dict[str, str] = {}
         self.count = 0
+        # $refs entered since the last "{" or "[": meeting one again would be a rule that recurses
+        # without reading anything (llama.cpp would loop on it), so it is refused.
+        self.head: set[str] = set()
+
+    def visit_checked(self, schema: Any) -> str:
+        try:
+            return self.visit(schema, ())
+        except RecursionError:
+            raise SchemaError(f"{self.param} is nested too deeply", param=self.param, code="unsupported_schema") from None
 
     def fail(self, message: str, at: tuple[str | int, ...]) -> SchemaError:
         return SchemaError(f"{message} at {_path(at)} of {self.param}", param=self.param, code="unsupported_schema")
@@ -92,7 +105,7 @@ class _Converter:
         allowed = set(_COMMON) | _ANNOTATIONS
         type_list = types if isinstance(types, list) else [types] if types is not None else []
         for name in type_list:
-            if name not in _KEYWORDS:
+            if not isinstance(name, str) or name not in _KEYWORDS:
                 raise self.fail(f"unsupported type {name!r}", (*at, "type"))
             allowed |= _KEYWORDS[name]
         if not type_list:  # untyped: infer from the keywords used
@@ -127,15 +140,22 @@ class _Converter:
     def ref(self, ref: Any, at: tuple[str | int, ...]) -> str:
         if not isinstance(ref, str) or not ref.startswith(("#/$defs/", "#/definitions/")):
             raise self.fail(f"only local $ref into #/$defs is supported, not {ref!r}", at)
+        if ref in self.head:
+            raise self.fail(f"$ref {ref!r} refers back to itself before any object or array", at)
         if ref not in self.refs:
             section, name = ref[2:].split("/", 1)
-            target = self.root.get(section, {}).get(name)
+            defs = self.root.get(section)
+            target = defs.get(name) if isinstance(defs, dict) else None
             if target is None:
                 raise self.fail(f"$ref {ref!r} does not exist", at)
             self.count += 1
             placeholder = f"r{self.count}"
             self.refs[ref] = placeholder  # recursion refers to the rule being built
-            self.rules[placeholder] = self.visit(target, (section, name))
+            self.head.add(ref)
+            try:
+                self.rules[placeholder] = self.visit(target, (section, name))
+            finally:
+                self.head.discard(ref)
         return self.refs[ref]
 
     def typed(self, schema: dict[str, Any], kind: str, at: tuple[str | int, ...]) -> str:
@@ -147,23 +167,33 @@ class _Converter:
             return self.integer(schema, at)
         if kind == "number":
             return self.number(schema, at)
-        if kind == "array":
-            return self.array(schema, at)
-        return self.object(schema, at)
+        saved, self.head = self.head, set()  # inside "[" or "{": recursion reads input first
+        try:
+            return self.array(schema, at) if kind == "array" else self.object(schema, at)
+        finally:
+            self.head = saved
 
     def bound(self, schema: dict[str, Any], keyword: str, at: tuple[str | int, ...], integral: bool = True) -> int | None:
         value = schema.get(keyword)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(f"{keyword} must be a number", (*at, keyword))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.fail(f"{keyword} must be a finite number", (*at, keyword))
         if integral and value != int(value):
             raise self.fail(f"{keyword} {value} is not an integer (hal0 enforces integer bounds only)", (*at, keyword))
+        if len(str(abs(int(value)))) > MAX_DIGITS:
+            raise self.fail(f"{keyword} {value} has more than {MAX_DIGITS} digits", (*at, keyword))
         return int(value)
 
+    def repeat_count(self, schema: dict[str, Any], keyword: str, at: tuple[str | int, ...]) -> int | None:
+        value = self.bound(schema, keyword, at)
+        if value is not None and not 0 <= value <= MAX_REPEAT:
+            raise self.fail(f"{keyword} must be between 0 and {MAX_REPEAT} (hal0's grammar limit), got {value}", (*at, keyword))
+        return value
+
     def string(self, schema: dict[str, Any], at: tuple[str | int, ...]) -> str:
-        low = self.bound(schema, "minLength", at) or 0
-        high = self.bound(schema, "maxLength", at)
+        low = self.repeat_count(schema, "minLength", at) or 0
+        high = self.repeat_count(schema, "maxLength", at)
         if low == 0 and high is None:
             return "json-string"
         if high is not None and high < low:
@@ -196,8 +226,8 @@ class _Converter:
 
     def array(self, schema: dict[str, Any], at: tuple[str | int, ...]) -> str:
         item = self.visit(schema.get("items", True), (*at, "items"))
-        low = self.bound(schema, "minItems", at) or 0
-        high = self.bound(schema, "maxItems", at)
+        low = self.repeat_count(schema, "minItems", at) or 0
+        high = self.repeat_count(schema, "maxItems", at)
         if high is not None and high < low:
             raise self.fail("maxItems is below minItems", (*at, "maxItems"))
         return self.rule(f'"[" {_repeat(item, low, high, separator=chr(34) + "," + chr(34))} "]"')
@@ -212,7 +242,7 @@ class _Converter:
         if extra is True or ("properties" not in schema and "required" not in schema):
             return "json-object"
         required = schema.get("required", [])
-        if not isinstance(required, list) or any(name not in properties for name in required):
+        if not isinstance(required, list) or any(not isinstance(name, str) or name not in properties for name in required):
             raise self.fail("required names a property that is not in properties", (*at, "required"))
         pairs = [
             (name, f'{_literal(json.dumps(name))} ":" {self.visit(sub, (*at, "properties", name))}', name in required)
@@ -320,7 +350,7 @@ def _number_range(low: int | None, high: int | None) -> str:
 def schema_gbnf(schema: Any, param: str) -> str:
     """The GBNF text whose `root` matches exactly the JSON values `schema` accepts (compact)."""
     converter = _Converter(schema if isinstance(schema, dict) else {}, param)
-    root = converter.visit(schema, ())
+    root = converter.visit_checked(schema)
     rules = "\n".join(f"{name} ::= {body}" for name, body in converter.rules.items())
     return f"root ::= {root}\n{rules}\n{_BASE}"
 

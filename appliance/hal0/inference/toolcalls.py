@@ -75,7 +75,7 @@ def tools_gbnf(task: Task) -> str:
         converter.param = f"tools[{index}].function.parameters"
         converter.root = tool.parameters if isinstance(tool.parameters, dict) else {}
         converter.refs = {}
-        arguments = converter.visit(tool.parameters, ())
+        arguments = converter.visit_checked(tool.parameters)
         calls.append(f'"{{\\"name\\":\\"{tool.name}\\",\\"arguments\\":" {arguments} "}}"')
     call = converter.rule(" | ".join(calls))
     many = task.parallel_tool_calls and task.tool_choice in ("auto", "required")
@@ -91,7 +91,7 @@ def check_tools(tools: tuple[Tool, ...]) -> None:
     """Refuse tool schemas hal0 cannot enforce (a 400 naming the keyword and where it is)."""
     for index, tool in enumerate(tools):
         converter = _Converter(tool.parameters if isinstance(tool.parameters, dict) else {}, f"tools[{index}].function.parameters")
-        converter.visit(tool.parameters, ())
+        converter.visit_checked(tool.parameters)
 
 
 class ReplyParser:
