@@ -93,7 +93,9 @@ def main() -> int:
 
         model = write_test_model(workdir / "tiny.gguf")
     print(f"model: {model}  threads: {args.threads}  tokens: {args.tokens}  runs: {args.runs}")
-    server = start_hal0(workdir, args.port, [{"id": "bench", "path": str(model), "default": True, "n_ctx": 4096, "n_threads": args.threads}])
+    # gemma3-270m's GGUF carries no chat template: use the shipped config's chat_format.
+    chat_format = {"chat_format": "gemma"} if "gemma" in model.name else {}
+    server = start_hal0(workdir, args.port, [{"id": "bench", "path": str(model), "default": True, "n_ctx": 4096, "n_threads": args.threads, **chat_format}])
     try:
         base = {"messages": ASK, "max_tokens": args.tokens, "temperature": 0.7, "seed": 1}
         variants = {
@@ -109,12 +111,14 @@ def main() -> int:
             for name, body in variants.items():
                 time.sleep(SETTLE_S)
                 rate, tokens = decode_rate(server.url, {**body, "seed": run})
+                print(f"  run {run} {name}: {rate:.1f} tok/s over {tokens} tokens", flush=True)
                 if run:
                     rates[name].append(rate)
                     lengths[name].append(tokens)
             for name, body in ttft_bodies.items():
                 time.sleep(SETTLE_S)
                 seconds, prompt[name] = first_token_s(server.url, body)
+                print(f"  run {run} TTFT {name}: {1000 * seconds:.0f} ms ({prompt[name]} prompt tokens)", flush=True)
                 if run:
                     ttft[name].append(seconds)
     finally:
