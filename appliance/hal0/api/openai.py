@@ -30,7 +30,20 @@ from hal0.api.generation import (
 )
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from hal0.inference import Cancelled, Event, Finish, JsonOutput, Sampling, Task, TextDelta
+from hal0.inference import (
+    Cancelled,
+    Event,
+    Finish,
+    InvalidTask,
+    JsonOutput,
+    Sampling,
+    Task,
+    TextDelta,
+    TokenLogprob,
+    Tool,
+    ToolCallDelta,
+)
+from hal0.inference.toolcalls import check_tools
 
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias")
 
@@ -114,10 +127,24 @@ class _Chunks:
         return [{**self.meta, "choices": [], "usage": _usage(finish)}] if self.include_usage else []
 
 
+def _chat_logprob(item: TokenLogprob) -> dict[str, Any]:
+    return {
+        "token": item.token, "logprob": item.logprob, "bytes": list(item.bytes),
+        "top_logprobs": [{"token": token, "logprob": logprob, "bytes": list(raw)} for token, raw, logprob in item.top],
+    }
+
+
+def _call_delta(event: ToolCallDelta) -> dict[str, Any]:
+    if event.id is not None:  # the first delta of a call: id, type and name
+        return {"index": event.index, "id": event.id, "type": "function", "function": {"name": event.name, "arguments": event.arguments}}
+    return {"index": event.index, "function": {"arguments": event.arguments}}
+
+
 class _ChatChunks(_Chunks):
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, logprobs: bool) -> None:
         super().__init__(model, "chat.completion.chunk", "chatcmpl", include_usage)
         self.started = False
+        self.logprobs = logprobs
 
     def __call__(self, event: Event) -> list[dict[str, Any]]:
         chunks: list[dict[str, Any]] = []
@@ -125,30 +152,53 @@ class _ChatChunks(_Chunks):
             self.started = True
             chunks.append(self._chunk({"role": "assistant", "content": ""}, None))
         if isinstance(event, TextDelta):
-            if event.text:
-                chunks.append(self._chunk({"content": event.text}, None))
+            if event.text or event.logprobs:
+                logprobs = {"content": [_chat_logprob(item) for item in event.logprobs], "refusal": None} if self.logprobs else None
+                chunks.append(self._chunk({"content": event.text}, None, logprobs))
+        elif isinstance(event, ToolCallDelta):
+            chunks.append(self._chunk({"tool_calls": [_call_delta(event)]}, None))
         elif isinstance(event, Finish):
             chunks.append(self._chunk({}, _reason(event)))
             chunks.extend(self.usage_chunk(event))
         return chunks
 
-    def _chunk(self, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
-        return {**self.meta, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+    def _chunk(self, delta: dict[str, Any], reason: str | None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {**self.meta, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}]}
+
+
+def _text_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    """The completions API's (legacy) logprobs shape."""
+    offsets = []
+    for item in items:
+        offsets.append(offset)
+        offset += len(item.token)
+    return {
+        "tokens": [item.token for item in items],
+        "token_logprobs": [item.logprob for item in items],
+        "top_logprobs": [{token: logprob for token, _raw, logprob in item.top} for item in items],
+        "text_offset": offsets,
+    }
 
 
 class _TextChunks(_Chunks):
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, logprobs: bool) -> None:
         super().__init__(model, "text_completion", "cmpl", include_usage)
+        self.logprobs = logprobs
+        self.offset = 0
 
     def __call__(self, event: Event) -> list[dict[str, Any]]:
         if isinstance(event, TextDelta):
-            return [self._chunk(event.text, None)] if event.text else []
+            if not (event.text or event.logprobs):
+                return []
+            logprobs = _text_logprobs(list(event.logprobs), self.offset) if self.logprobs else None
+            self.offset += len(event.text)
+            return [self._chunk(event.text, None, logprobs)]
         if isinstance(event, Finish):
             return [self._chunk("", _reason(event)), *self.usage_chunk(event)]
         return []
 
-    def _chunk(self, text: str, reason: str | None) -> dict[str, Any]:
-        return {**self.meta, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
+    def _chunk(self, text: str, reason: str | None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {**self.meta, "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": reason}]}
 
 
 def _reason(finish: Finish) -> str:
@@ -159,6 +209,45 @@ def _text(events: list[Event]) -> str:
     return "".join(event.text for event in events if isinstance(event, TextDelta))
 
 
+def _logprob_items(events: list[Event]) -> list[TokenLogprob]:
+    return [item for event in events if isinstance(event, TextDelta) for item in event.logprobs]
+
+
+def _tool_calls(events: list[Event]) -> list[dict[str, Any]]:
+    """The calls assembled from their deltas, in OpenAI's message shape."""
+    calls: list[dict[str, Any]] = []
+    for event in events:
+        if not isinstance(event, ToolCallDelta):
+            continue
+        if event.id is not None:
+            calls.append({"id": event.id, "type": "function", "function": {"name": event.name, "arguments": ""}})
+        calls[event.index]["function"]["arguments"] += event.arguments
+    return calls
+
+
+def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
+    tools = tuple(
+        Tool(
+            tool.function.name,
+            tool.function.description or "",
+            tool.function.parameters if tool.function.parameters is not None else {"type": "object", "properties": {}},
+        )
+        for tool in body.tools or ()
+    )
+    try:
+        check_tools(tools)
+    except InvalidTask as error:
+        raise bad_request(str(error), param=error.param, code=error.code) from None
+    return tools
+
+
+def _output(body: ChatCompletionRequest) -> JsonOutput | None:
+    response_format = body.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    return JsonOutput(response_format.schema_of)
+
+
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, ChatCompletionRequest, services.config.server.max_body_bytes)
@@ -166,22 +255,30 @@ async def chat_completions(request: Request) -> Response:
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
     runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
-    json_output = body.response_format is not None and body.response_format.get("type") == "json_object"
     task = Task(
         messages=tuple(kwargs["messages"]),
         sampling=_sampling(kwargs),
         max_tokens=kwargs.get("max_tokens"),
         stop=_stops(kwargs),
-        output=JsonOutput() if json_output else None,
+        output=_output(body),
+        tools=_tools(body),
+        tool_choice=body.tool_choice_name,
+        parallel_tool_calls=body.parallel_tool_calls,
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         deadline=deadline_of(services),
         agent=agent_of(request, services),
     )
     if body.stream:
-        return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage))
+        return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
     events = await run_to_completion(request, runtime, task)
     finish = _finish_of(events)
     meta = _Chunks(runtime.id, "chat.completion", "chatcmpl", False).meta
-    choice = {"index": 0, "message": {"role": "assistant", "content": _text(events)}, "logprobs": None, "finish_reason": _reason(finish)}
+    calls = _tool_calls(events)
+    message: dict[str, Any] = {"role": "assistant", "content": None if calls else _text(events), "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    logprobs = {"content": [_chat_logprob(item) for item in _logprob_items(events)], "refusal": None} if body.logprobs else None
+    choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": _reason(finish)}
     return JSONResponse({**meta, "choices": [choice], "usage": _usage(finish)})
 
 
@@ -200,15 +297,17 @@ async def completions(request: Request) -> Response:
         stop=_stops(kwargs),
         echo=body.echo,
         suffix=body.suffix,
+        logprobs=body.logprobs,
         deadline=deadline_of(services),
         agent=agent_of(request, services),
     )
     if body.stream:
-        return await start_stream(request, runtime, task, _TextChunks(runtime.id, body.include_usage))
+        return await start_stream(request, runtime, task, _TextChunks(runtime.id, body.include_usage, body.logprobs is not None))
     events = await run_to_completion(request, runtime, task)
     finish = _finish_of(events)
     meta = _Chunks(runtime.id, "text_completion", "cmpl", False).meta
-    choice = {"text": _text(events), "index": 0, "logprobs": None, "finish_reason": _reason(finish)}
+    logprobs = _text_logprobs(_logprob_items(events), 0) if body.logprobs is not None else None
+    choice = {"text": _text(events), "index": 0, "logprobs": logprobs, "finish_reason": _reason(finish)}
     return JSONResponse({**meta, "choices": [choice], "usage": _usage(finish)})
 
 

@@ -77,8 +77,27 @@ def _validate_each(paths: list[str], load: Callable[[str], object]) -> int:
     return status
 
 
+def _load_checked(path: str, check_files: bool) -> object:
+    """The config, and every named chat format checked to render (and carry the system prompt)."""
+    from hal0.config.errors import ConfigIssue
+    from hal0.inference.templates import TemplateError, named_template
+
+    loaded = load_config(path, check_files=check_files)
+    issues = []
+    for index, model in enumerate(loaded.config.models):
+        if model.chat_format is None:
+            continue  # the GGUF's own template: checked when the model loads
+        try:
+            named_template(model.chat_format)
+        except TemplateError as error:
+            issues.append(ConfigIssue(path, 0, 0, ("models", index, "chat_format"), str(error)))
+    if issues:
+        raise ConfigError(issues)
+    return loaded
+
+
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    return _validate_each(args.paths, lambda path: load_config(path, check_files=args.check_files))
+    return _validate_each(args.paths, lambda path: _load_checked(path, args.check_files))
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

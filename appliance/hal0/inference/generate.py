@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from hal0.inference.engines import Engine, Sampled, TokenJob
-from hal0.inference.task import Finish, InvalidTask, Task, TextDelta, TokenLogprob, Usage
+from hal0.inference.grammar import _BASE, compile_grammar, schema_gbnf
+from hal0.inference.task import Event, Finish, InvalidTask, Task, TextDelta, TokenLogprob, Usage
 from hal0.inference.templates import Formatter, stops_of
 from hal0.inference.text import TextStream
+from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_gbnf
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,28 @@ def _check_bias(task: Task, n_vocab: int) -> None:
         )
 
 
-def _json_grammar() -> Any:
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+def calls_tools(task: Task) -> bool:
+    return bool(task.tools) and task.tool_choice != "none" and task.messages is not None
 
 
-def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[TextDelta | Finish]:
+def grammar_text(task: Task) -> str | None:
+    """The GBNF constraining the reply: tool calls, a JSON schema, any JSON object, or none."""
+    if calls_tools(task):
+        return tools_gbnf(task)
+    if task.output is None:
+        return None
+    if task.output.schema is None:
+        return f"root ::= json-object\n{_BASE}"
+    return schema_gbnf(task.output.schema, "response_format.json_schema.schema")
+
+
+def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[Event]:
     """The task's events. Raises InvalidTask before the first event when the task cannot run."""
     llama, engine = model.llama, model.engine
     stops = list(task.stop)
+    gbnf = grammar_text(task)  # an unsupported schema is refused before anything runs
     if task.messages is not None:
-        rendered = model.template(list(task.messages))
+        rendered = model.template(tool_messages(task))
         tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
         stops = stops_of(rendered, task.stop)
     else:
@@ -80,10 +92,23 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
         sampling=task.sampling,
         cancel=cancel,
         deadline=task.deadline,
-        grammar=_json_grammar() if task.output is not None else None,
+        grammar=compile_grammar(gbnf, "tools" if calls_tools(task) else "response_format") if gbnf else None,
         top_logprobs=task.logprobs,
     )
-    yield from _text_events(llama, task, job, engine, stops, started, len(tokens))
+    events = _text_events(llama, task, job, engine, stops, started, len(tokens))
+    yield from _tool_events(events) if calls_tools(task) else events
+
+
+def _tool_events(events: Iterator[TextDelta | Finish]) -> Iterator[Event]:
+    """The constrained reply as text or tool-call deltas; a reply with calls finishes "tool_calls"."""
+    parser = ReplyParser()
+    for event in events:
+        if isinstance(event, TextDelta):
+            yield from parser.feed(event.text)
+        elif parser.calls and event.reason == "stop" and not event.timed_out:
+            yield Finish("tool_calls", event.usage, event.ttft, event.timed_out)
+        else:
+            yield event
 
 
 def _text_events(

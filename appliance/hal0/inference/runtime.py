@@ -40,7 +40,7 @@ log = logging.getLogger("hal0.inference")
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 _POOLING_MEAN = 1
 _SPARE_CTX = 256  # context of the Llama object when the scheduler owns the real one
-_EMBED_GROUP = 16  # inputs per embedding call: how soon an abandoned request gives the turn back
+_EMBED_GROUP = 4  # inputs per embedding call: how soon an abandoned request gives the turn back
 
 
 class RuntimeObserver(Protocol):

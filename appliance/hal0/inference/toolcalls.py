@@ -1,0 +1,181 @@
+"""Tool calling in hal0's generic format, for every chat template.
+
+The tools are described in the system turn and the reply is grammar-constrained JSON: either
+{"content": "..."} (a text answer, `auto` only) or {"tool_calls": [{"name": ..., "arguments": {...}}]}
+where each call's arguments match that tool's parameters schema. The reply is parsed as it is
+generated, so a stream carries the text, or each call's name and then its argument fragments.
+
+Earlier turns are rendered in the same format so a whole tool loop can be sent back: an assistant
+turn with tool_calls becomes that JSON, a tool result a user turn naming its call.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from hal0.inference.grammar import _BASE, _Converter
+from hal0.inference.task import InvalidTask, Task, TextDelta, Tool, ToolCallDelta
+
+_CALLS = '{"tool_calls":['
+_CONTENT = '{"content":'
+
+
+def tool_messages(task: Task) -> list[dict[str, Any]]:
+    """The task's messages with the tools described and tool turns in the generic format."""
+    messages = [_plain(message) for message in task.messages or ()]
+    if task.tool_choice == "none" or not task.tools:
+        return messages
+    described = "\n".join(
+        f"- {tool.name}: {tool.description or '(no description)'} Arguments (JSON schema): {json.dumps(tool.parameters, separators=(',', ':'))}"
+        for tool in task.tools
+    )
+    if task.tool_choice == "auto":
+        how = 'Reply with JSON only: {"content": "<your answer>"} to answer, or {"tool_calls": [{"name": "<tool>", "arguments": {...}}]} to call tools.'
+    else:
+        how = 'Reply with JSON only: {"tool_calls": [{"name": "<tool>", "arguments": {...}}]}.'
+    text = f"You can call these tools:\n{described}\n{how}"
+    if messages and messages[0]["role"] == "system":
+        messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}
+    else:
+        messages.insert(0, {"role": "system", "content": text})
+    return messages
+
+
+def _plain(message: dict[str, Any]) -> dict[str, Any]:
+    if message["role"] == "assistant" and message.get("tool_calls"):
+        calls = [{"name": call["function"]["name"], "arguments": _arguments(call["function"].get("arguments"))} for call in message["tool_calls"]]
+        return {"role": "assistant", "content": json.dumps({"tool_calls": calls}, separators=(",", ":"))}
+    if message["role"] == "tool":
+        return {"role": "user", "content": f"Result of tool call {message.get('tool_call_id', '')}: {message.get('content') or ''}"}
+    return {"role": message["role"], "content": message.get("content") or ""}
+
+
+def _arguments(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def tools_gbnf(task: Task) -> str:
+    """The grammar of a reply under the task's tool_choice."""
+    tools = task.tools
+    if task.tool_choice not in ("auto", "required"):
+        tools = tuple(tool for tool in tools if tool.name == task.tool_choice)
+        if not tools:
+            raise InvalidTask(f"tool_choice names {task.tool_choice!r}, which is not in tools", param="tool_choice")
+    converter = _Converter({}, "tools")
+    calls = []
+    for index, tool in enumerate(tools):
+        converter.param = f"tools[{index}].function.parameters"
+        converter.root = tool.parameters if isinstance(tool.parameters, dict) else {}
+        converter.refs = {}
+        arguments = converter.visit_checked(tool.parameters)
+        calls.append(f'"{{\\"name\\":\\"{tool.name}\\",\\"arguments\\":" {arguments} "}}"')
+    call = converter.rule(" | ".join(calls))
+    many = task.parallel_tool_calls and task.tool_choice in ("auto", "required")
+    listed = f'{call} ("," {call})*' if many else call
+    root = f'"{{\\"tool_calls\\":[" {listed} "]}}"'
+    if task.tool_choice == "auto":
+        root = f'("{{\\"content\\":" json-string "}}") | ({root})'
+    rules = "\n".join(f"{name} ::= {body}" for name, body in converter.rules.items())
+    return f"root ::= {root}\n{rules}\n{_BASE}"
+
+
+def check_tools(tools: tuple[Tool, ...]) -> None:
+    """Refuse tool schemas hal0 cannot enforce (a 400 naming the keyword and where it is)."""
+    for index, tool in enumerate(tools):
+        converter = _Converter(tool.parameters if isinstance(tool.parameters, dict) else {}, f"tools[{index}].function.parameters")
+        converter.visit_checked(tool.parameters)
+
+
+class ReplyParser:
+    """Constrained reply text in, TextDelta / ToolCallDelta out, as the characters arrive."""
+
+    def __init__(self) -> None:
+        self._head = ""  # text before the reply's kind is known
+        self._mode = "start"
+        self._call = -1
+        self._pending = ""  # the current call's head, or an escape sequence in content
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        self.calls = 0
+
+    def feed(self, text: str) -> Iterator[TextDelta | ToolCallDelta]:
+        for char in text:
+            yield from self._char(char)
+
+    def _char(self, char: str) -> Iterator[TextDelta | ToolCallDelta]:
+        if self._mode == "start":
+            self._head += char
+            if self._head == _CALLS:
+                self._mode = "head"
+            elif self._head == _CONTENT + '"':
+                self._mode = "content"
+            return
+        if self._mode == "content":
+            yield from self._content(char)
+        elif self._mode == "head":
+            self._pending += char
+            if self._pending.endswith('"arguments":'):
+                name = self._pending[len('{"name":"') : -len('","arguments":')]
+                self._call += 1
+                self.calls += 1
+                self._mode, self._pending, self._depth = "args", "", 0
+                yield ToolCallDelta(self._call, id=f"call_{uuid.uuid4().hex[:24]}", name=name)
+        elif self._mode == "args":
+            if not self._in_string and self._depth == 0 and char == "}":
+                self._mode = "between"  # the call object closed
+                return
+            self._track(char)
+            yield ToolCallDelta(self._call, arguments=char)
+        elif self._mode == "between":
+            if char == ",":
+                self._mode, self._pending = "head", ""
+            elif char == "]":
+                self._mode = "done"
+
+    def _track(self, char: str) -> None:
+        if self._in_string:
+            if self._escape:
+                self._escape = False
+            elif char == "\\":
+                self._escape = True
+            elif char == '"':
+                self._in_string = False
+        elif char == '"':
+            self._in_string = True
+        elif char in "{[":
+            self._depth += 1
+        elif char in "}]":
+            self._depth -= 1
+
+    def _content(self, char: str) -> Iterator[TextDelta]:
+        if self._pending or char == "\\":
+            self._pending += char
+            if _complete_escape(self._pending):
+                yield TextDelta(json.loads(f'"{self._pending}"'))
+                self._pending = ""
+        elif char == '"':
+            self._mode = "done"
+        else:
+            yield TextDelta(char)
+
+
+def _complete_escape(sequence: str) -> bool:
+    if len(sequence) < 2:
+        return False
+    if sequence[1] != "u":
+        return True
+    if len(sequence) < 6:
+        return False
+    code = int(sequence[2:6], 16)
+    if 0xD800 <= code <= 0xDBFF:  # a high surrogate waits for its low half
+        return len(sequence) >= 12
+    return True
