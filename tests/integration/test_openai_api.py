@@ -22,6 +22,7 @@ def test_models_are_listed(client: openai.OpenAI) -> None:
     models = client.models.list().data
     assert [model.id for model in models] == ["tiny"]
     assert models[0].owned_by == "hal0"
+    assert models[0].model_extra["n_threads"] == 1  # the effective count (the test config sets 1)
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:

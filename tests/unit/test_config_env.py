@@ -69,3 +69,15 @@ def test_show_prints_the_effective_yaml(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["config", "show", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "queue_limit: 16" in out and "allowed_hosts:\n  - box.lan" in out
+
+
+def test_show_sources_resolves_null_threads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hal0.inference.threads import available_cores
+
+    config = tmp_path / "hal0.yaml"
+    config.write_text("models:\n  - {id: a, path: /a}\n  - {id: b, path: /b, n_threads: 3}\n")
+    assert main(["config", "show", "--config", str(config), "--sources"]) == 0
+    out = capsys.readouterr().out
+    assert "models[0].n_threads = null  # default" in out
+    assert f"# models[0].n_threads effective: {available_cores()} (physical cores available to this process)" in out
+    assert "# models[1].n_threads effective: 3 (configured)" in out

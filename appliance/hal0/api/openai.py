@@ -59,6 +59,7 @@ async def list_models(request: Request) -> JSONResponse:
             "owned_by": "hal0",
             "default": model.id == services.lifecycle.default_id,
             **model.as_json(),
+            "n_threads": services.lifecycle.runtime(model.id).n_threads,
         }
         for model in services.lifecycle.statuses()
     ]

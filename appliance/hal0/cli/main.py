@@ -115,7 +115,17 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     for name, value in loaded.env.items():
         print(f"# ${name}={value}")
     _print_mcp_gate(loaded.config)
+    _print_threads(loaded.config)
     return 0
+
+
+def _print_threads(config: Hal0Config) -> None:
+    """The thread count each model runs with; null is resolved for this process's CPUs, as serve does."""
+    from hal0.inference.threads import effective_threads
+
+    for index, model in enumerate(config.models):
+        how = "configured" if model.n_threads is not None else "physical cores available to this process"
+        print(f"# models[{index}].n_threads effective: {effective_threads(model.n_threads)} ({how})")
 
 
 def _print_mcp_gate(config: Hal0Config) -> None:

@@ -192,8 +192,16 @@ class ModelConfig(_Section):
     n_ctx: int = Field(4096, ge=16, le=1_048_576, description="Context window in tokens.")
     n_batch: int = Field(512, ge=1, le=65536, description="Prompt-processing batch size.")
     n_ubatch: int = Field(512, ge=1, le=65536, description="Physical micro-batch size.")
-    n_threads: int | None = Field(None, ge=1, le=1024, description="Generation threads (default: llama.cpp's choice).")
-    n_threads_batch: int | None = Field(None, ge=1, le=1024, description="Prompt-processing threads.")
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Generation threads. null: the physical cores available to the process (its CPU "
+        "affinity and cgroup CPU quota, SMT siblings counted once), in both generation modes.",
+    )
+    n_threads_batch: int | None = Field(
+        None, ge=1, le=1024, description="Prompt-processing threads (null: the same as n_threads)."
+    )
     main_gpu: int = Field(0, ge=0, description="GPU used for the whole model or its scratch buffers.")
     split_mode: Literal["none", "layer", "row"] = Field("layer", description="How to split across several GPUs.")
     tensor_split: tuple[float, ...] | None = Field(

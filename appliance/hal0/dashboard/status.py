@@ -60,6 +60,7 @@ def model_rows(services: Services) -> list[dict[str, Any]]:
             "n_ctx": config.n_ctx,
             "n_gpu_layers": config.n_gpu_layers,
             "parallel": config.parallel,
+            "n_threads": lifecycle.runtime(model.id).n_threads,
             "slots": model.slots,
             "busy_slots": model.running,
             "queue_depth": model.waiting,

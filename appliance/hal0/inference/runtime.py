@@ -34,6 +34,7 @@ from hal0.inference.engines import BatchedEngine, SingleEngine
 from hal0.inference.generate import LoadedModel, run
 from hal0.inference.task import Event, Finish, InvalidTask, Task
 from hal0.inference.templates import template_for
+from hal0.inference.threads import effective_threads
 
 log = logging.getLogger("hal0.inference")
 
@@ -89,8 +90,8 @@ class Cancelled(Exception):
     """The caller cancelled the work (its client went away)."""
 
 
-def llama_kwargs(config: ModelConfig, verbose: bool) -> dict[str, Any]:
-    """The llama-cpp-python constructor arguments for a model config."""
+def llama_kwargs(config: ModelConfig, verbose: bool, threads: int) -> dict[str, Any]:
+    """The llama-cpp-python constructor arguments for a model config run with `threads` threads."""
     kwargs: dict[str, Any] = {
         "model_path": config.path,
         "n_gpu_layers": config.n_gpu_layers,
@@ -110,10 +111,8 @@ def llama_kwargs(config: ModelConfig, verbose: bool) -> dict[str, Any]:
         kwargs["seed"] = config.seed
     if config.tensor_split is not None:
         kwargs["tensor_split"] = list(config.tensor_split)
-    if config.n_threads is not None:
-        kwargs["n_threads"] = config.n_threads
-    if config.n_threads_batch is not None:
-        kwargs["n_threads_batch"] = config.n_threads_batch
+    kwargs["n_threads"] = threads
+    kwargs["n_threads_batch"] = config.n_threads_batch or threads
     return kwargs
 
 
@@ -126,6 +125,9 @@ class ModelRuntime:
         self.error: str | None = None
         self.loaded_at: float | None = None
         self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows "offloaded N/M layers"
+        # null means the physical cores this process may use, not llama-cpp-python's cpu_count // 2;
+        # the batched scheduler copies the Llama's context params, so both modes run alike.
+        self.n_threads = effective_threads(config.n_threads)
         self._llama: Any = None
         self._loaded: LoadedModel | None = None
         self._embedder: Any = None
@@ -177,7 +179,7 @@ class ModelRuntime:
 
         if not os.path.isfile(self.config.path):
             raise FileNotFoundError(f"model file not found: {self.config.path}")
-        kwargs = llama_kwargs(self.config, self._verbose)
+        kwargs = llama_kwargs(self.config, self._verbose, self.n_threads)
         seed = self.config.seed if self.config.seed >= 0 else None
         if self.slots == 1:
             llama = Llama(**kwargs)
@@ -276,7 +278,7 @@ class ModelRuntime:
         if self._embedder is None:
             from llama_cpp import Llama
 
-            kwargs = llama_kwargs(self.config, self._verbose)
+            kwargs = llama_kwargs(self.config, self._verbose, self.n_threads)
             kwargs.update(embedding=True, pooling_type=_POOLING_MEAN)
             self._embedder = Llama(**kwargs)
         data: list[dict[str, Any]] = []
