@@ -56,16 +56,20 @@ def _json_grammar() -> Any:
     return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
 
 
-def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[TextDelta | Finish]:
-    """The task's events. Raises InvalidTask before the first event when the task cannot run."""
-    llama, engine = model.llama, model.engine
-    stops = list(task.stop)
+def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
+    """The prompt tokens the model sees for `task` (chat template applied) and its stop strings."""
+    llama = model.llama
     if task.messages is not None:
         rendered = model.template(list(task.messages))
         tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-        stops = stops_of(rendered, task.stop)
-    else:
-        tokens = prompt_tokens(llama, task.prompt or "")
+        return tokens, stops_of(rendered, task.stop)
+    return prompt_tokens(llama, task.prompt or ""), list(task.stop)
+
+
+def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[TextDelta | Finish]:
+    """The task's events. Raises InvalidTask before the first event when the task cannot run."""
+    llama, engine = model.llama, model.engine
+    tokens, stops = task_prompt(model, task)
     if not tokens:
         raise InvalidTask("the prompt is empty", param="prompt")
     room = engine.context - len(tokens)
@@ -115,7 +119,7 @@ def _text_events(
         if rest or pending:
             yield TextDelta(rest, tuple(pending))
     ttft = None if job.first_token_at is None else job.first_token_at - started
-    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == "timeout")  # type: ignore[arg-type]
+    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == "timeout", stop_sequence=text.matched)  # type: ignore[arg-type]
 
 
 def _logprob(llama: Any, sampled: Sampled) -> TokenLogprob:
