@@ -22,7 +22,7 @@ from starlette.routing import Route
 from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
-from hal0.api.tasks import chat_task
+from hal0.api.tasks import chat_task, require_tool_calling
 from hal0.inference import Event, Finish, ModelUnavailable, Task, TextDelta, Tool, ToolCallDelta
 
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -176,6 +176,8 @@ def chat_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
 
 
 def _tools(body: CountTokensRequest) -> tuple[Tool, ...]:
+    if body.tools:
+        require_tool_calling("tools")
     return tuple(Tool(tool.name, tool.description or "", tool.input_schema) for tool in body.tools or ())
 
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from hal0.api.body import parse_json
 from hal0.api.errors import bad_request
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
-from hal0.api.tasks import chat_task
+from hal0.api.tasks import chat_task, require_schema_output, require_tool_calling
 from hal0.inference import Event, Finish, JsonOutput, Task, TextDelta, Tool, ToolCallDelta
 
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -193,10 +193,14 @@ def _output(body: ResponsesRequest) -> JsonOutput | None:
     fmt = body.text.format if body.text else None
     if fmt is None or fmt.type == "text":
         return None
+    if fmt.schema_ is not None:
+        require_schema_output("text.format")
     return JsonOutput(fmt.schema_)
 
 
 def _tools(body: ResponsesRequest) -> tuple[Tool, ...]:
+    if body.tools:
+        require_tool_calling("tools")
     return tuple(
         Tool(tool.name, tool.description or "", tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}})
         for tool in body.tools or ()

@@ -8,6 +8,7 @@ completions' names (messages, max_tokens, stop, temperature, ...), whatever the 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,11 @@ from hal0.api.errors import bad_request
 from hal0.api.generation import deadline_of, lookup_model, services_of
 from hal0.api.identity import agent_of
 from hal0.inference import Event, Finish, ModelRuntime, Sampling, Task, TextDelta, ToolCallDelta
+
+# Tool calling and JSON-schema outputs reach the Task path with issue 15 (inference/toolcalls.py,
+# inference/grammar.py). Until they do, the dialects refuse them rather than run them unconstrained.
+TOOL_CALLING = importlib.util.find_spec("hal0.inference.toolcalls") is not None
+SCHEMA_OUTPUT = importlib.util.find_spec("hal0.inference.grammar") is not None
 
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias")
 
@@ -51,6 +57,17 @@ def apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -
     if persona.system_prompt and "messages" in kwargs:
         kwargs["messages"] = [{"role": "system", "content": persona.system_prompt}, *kwargs["messages"]]
     return model or persona.model
+
+
+def require_tool_calling(param: str) -> None:
+    if not TOOL_CALLING:
+        raise bad_request(f"{param}: tool calling is not available in this hal0 build yet (issue 15)", param=param, code="unsupported")
+
+
+def require_schema_output(param: str) -> None:
+    if not SCHEMA_OUTPUT:
+        raise bad_request(f"{param}: JSON-schema outputs are not available in this hal0 build yet (issue 15); "
+                          "json_object without a schema is", param=param, code="unsupported")
 
 
 def sampling_of(kwargs: dict[str, Any]) -> Sampling:
