@@ -4,7 +4,7 @@ HTTP, against real llama.cpp on the tiny model."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +153,30 @@ def test_persona_system_prompt_reaches_the_model(client: anthropic.Anthropic, se
 
 def test_the_server_logged_no_traceback(server: Server) -> None:
     assert "Traceback" not in Path(server.log_path).read_text(errors="replace")
+
+
+def test_anthropic_status_codes_for_a_full_queue_a_big_body_and_a_failed_model(
+    start_server: Callable[..., Server], tiny_model: Path
+) -> None:
+    from tests.integration.test_serving_behaviour import long_context, long_stream
+
+    server = start_server(server={"queue_limit": 0, "max_body_bytes": 4096}, models=long_context(tiny_model))
+    body = {"max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
+    with server.client() as http, http.stream("POST", "/v1/completions", json=long_stream(8000)) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("data: ")  # the generation is running and holds the model's one turn
+        busy = _post(server, "/v1/messages", body)
+        assert busy.status_code == 529
+        assert busy.json()["error"]["type"] == "overloaded_error"
+        assert busy.headers["retry-after"].isdigit()
+        for _line in lines:
+            pass
+    big = _post(server, "/v1/messages", {**body, "system": "x" * 5000})
+    assert big.status_code == 413 and big.json()["error"]["type"] == "request_too_large"
+
+    failed = start_server(models=[{"id": "gone", "path": "/nonexistent/model.gguf", "default": True}])
+    for path, sent in (("/v1/messages", body), ("/v1/messages/count_tokens", {"messages": body["messages"]})):
+        unloaded = _post(failed, path, sent)
+        assert unloaded.status_code == 503
+        assert unloaded.json() == {"type": "error", "error": {"type": "api_error", "message": unloaded.json()["error"]["message"]}}
+        assert "failed to load" in unloaded.json()["error"]["message"]
