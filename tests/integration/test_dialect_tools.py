@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import jsonschema
@@ -69,7 +69,8 @@ def test_function_call_and_its_output_sent_back(client: openai.OpenAI) -> None:
     second = client.responses.create(model="tiny", input=sent_back, tools=[FUNCTION], tool_choice="none", max_output_tokens=4,
                                      temperature=0)
     assert [item.type for item in second.output] == ["message"]
-    assert second.usage.input_tokens > first.usage.input_tokens  # the call and its output reached the prompt
+    alone = client.responses.create(model="tiny", input=[question], tools=[FUNCTION], tool_choice="none", max_output_tokens=1)
+    assert second.usage.input_tokens > alone.usage.input_tokens  # the call and its output reached the prompt
 
 
 def test_named_tool_choice_streams_function_call_events(client: openai.OpenAI) -> None:
@@ -108,18 +109,18 @@ def test_agents_sdk_function_tool_and_output_type(server: Server) -> None:
     seen: list[str] = []
 
     @function_tool
-    def get_weather(city: str) -> str:
+    def get_weather(city: Literal["Oslo", "Lima"]) -> str:
         """The forecast for a city."""
         seen.append(city)
         return f"sunny in {city}"
 
     caller = Agent(name="caller", instructions="Use the tool.", model=model, tools=[get_weather], tool_use_behavior="stop_on_first_tool",
-                   model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=96))
+                   model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=256))
 
     class Answer(BaseModel):
-        answer: str
+        answer: Literal["yes", "no"]  # bounded: the tiny model's free strings can run past max_tokens
 
-    typed = Agent(name="typed", instructions="Answer.", model=model, output_type=Answer, model_settings=ModelSettings(temperature=0, max_tokens=96))
+    typed = Agent(name="typed", instructions="Answer.", model=model, output_type=Answer, model_settings=ModelSettings(temperature=0, max_tokens=256))
 
     async def run_both() -> tuple[Any, Any]:
         return (await Runner.run(caller, "Weather?", max_turns=2)), (await Runner.run(typed, "hi", max_turns=1))
@@ -151,7 +152,8 @@ def test_tool_use_round_trip(claude: anthropic.Anthropic) -> None:
     assert [block.type for block in second.content] == ["text"]
     assert second.stop_reason in ("end_turn", "max_tokens")
     counted = claude.messages.count_tokens(model="tiny", tools=[TOOL], tool_choice={"type": "none"}, messages=messages)
-    assert counted.input_tokens == second.usage.input_tokens > first.usage.input_tokens
+    alone = claude.messages.count_tokens(model="tiny", tools=[TOOL], tool_choice={"type": "none"}, messages=[question])
+    assert counted.input_tokens == second.usage.input_tokens > alone.input_tokens  # the call and its result reached the prompt
 
 
 def test_streamed_tool_use_matches_create(claude: anthropic.Anthropic) -> None:
