@@ -121,7 +121,13 @@ async def parse_json(request: Request, model: type[Model], limit: int) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
+        errors = error.errors(include_url=False)
+        first = errors[0]
+        # A field that may be a string or a list of items fails once per branch: the deepest
+        # error under the same field (the item that is wrong) says more than "not a string".
+        for other in errors[1:]:
+            if _field_path(tuple(other["loc"][:1])) == _field_path(tuple(first["loc"][:1])) and len(other["loc"]) > len(first["loc"]):
+                first = other
         field = _field_path(tuple(first["loc"]))
         message = first["msg"]
         if first["type"] == "extra_forbidden":

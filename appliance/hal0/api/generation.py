@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -184,8 +185,31 @@ def sse(data: Any) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encode: Encode) -> GenerationStream:
-    """An SSE stream of `encode(event)` chunks for each event of `task`, then `[DONE]`."""
+def named_sse(data: dict[str, Any]) -> str:
+    """An SSE event named by its payload's `type` (the Responses and Messages APIs' framing)."""
+    return f"event: {data['type']}\n{sse(data)}"
+
+
+def _openai_stream_error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "code": "generation_failed"}}
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How a dialect frames its stream: each chunk, the line that ends it, an error after the start."""
+
+    frame: Callable[[dict[str, Any]], str] = sse
+    done: str = "data: [DONE]\n\n"
+    error: Callable[[str], dict[str, Any]] = _openai_stream_error
+
+
+OPENAI_WIRE = Wire()
+
+
+async def start_stream(
+    request: Request, runtime: ModelRuntime, task: Any, encode: Encode, wire: Wire = OPENAI_WIRE
+) -> GenerationStream:
+    """An SSE stream of `encode(event)` chunks for each event of `task`, then `wire.done`."""
     services = services_of(request)
     lease = admit(request)
     generation = None
@@ -215,16 +239,17 @@ async def start_stream(request: Request, runtime: ModelRuntime, task: Any, encod
         try:
             while True:
                 for chunk in encode(event):
-                    yield sse(chunk)
+                    yield wire.frame(chunk)
                 if isinstance(event, Finish):
                     break
                 event = await anext(source)
         except GenerationFailed as error:
-            yield sse({"error": {"message": f"generation failed: {error}", "type": "invalid_request_error", "code": "generation_failed"}})
+            yield wire.frame(wire.error(f"generation failed: {error}"))
         except StopAsyncIteration:  # cancelled before its Finish
             return
         else:
-            yield "data: [DONE]\n\n"
+            if wire.done:
+                yield wire.done
         finally:
             await source.aclose()
 

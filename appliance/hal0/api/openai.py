@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hal0.agents.policy import persona_for
 from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import (
@@ -30,13 +29,13 @@ from hal0.api.generation import (
 )
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from hal0.api.tasks import apply_persona, finish_of, sampling_of, stops_of, text_of
 from hal0.inference import (
     Cancelled,
     Event,
     Finish,
     InvalidTask,
     JsonOutput,
-    Sampling,
     Task,
     TextDelta,
     TokenLogprob,
@@ -44,8 +43,6 @@ from hal0.inference import (
     ToolCallDelta,
 )
 from hal0.inference.toolcalls import check_tools
-
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias")
 
 
 async def list_models(request: Request) -> JSONResponse:
@@ -66,55 +63,9 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": data})
 
 
-def _apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -> str | None:
-    """The caller's persona: its model when the request names none, its params as defaults, its
-    limits as ceilings (a request over a limit is refused, never silently clamped)."""
-    services = services_of(request)
-    agent = agent_of(request, services)
-    persona = persona_for(services.config.agents, agent)
-    if persona is None:
-        return model
-    for name in ("temperature", "top_p", "top_k", "max_tokens", "stop"):
-        default = getattr(persona.params, name)
-        if name not in kwargs and default is not None:
-            kwargs[name] = list(default) if name == "stop" else default
-    limits = persona.limits
-    if limits.max_tokens is not None:
-        asked = kwargs.get("max_tokens")
-        if asked is not None and asked > limits.max_tokens:
-            raise bad_request(
-                f"max_tokens {asked} exceeds persona {persona.id!r}'s limit of {limits.max_tokens} (agents.personas[].limits.max_tokens)",
-                param="max_tokens", code="persona_limit",
-            )
-        kwargs.setdefault("max_tokens", limits.max_tokens)
-    if limits.max_temperature is not None and kwargs.get("temperature", 0) > limits.max_temperature:
-        raise bad_request(
-            f"temperature {kwargs['temperature']} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}",
-            param="temperature", code="persona_limit",
-        )
-    if persona.system_prompt and "messages" in kwargs:
-        kwargs["messages"] = [{"role": "system", "content": persona.system_prompt}, *kwargs["messages"]]
-    return model or persona.model
-
-
-def _sampling(kwargs: dict[str, Any]) -> Sampling:
-    return Sampling(**{name: kwargs[name] for name in _SAMPLING if name in kwargs})
-
-
-def _stops(kwargs: dict[str, Any]) -> tuple[str, ...]:
-    stop = kwargs.get("stop")
-    return (stop,) if isinstance(stop, str) else tuple(stop or ())
-
-
 def _usage(finish: Finish) -> dict[str, int]:
     usage = finish.usage
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
-
-
-def _finish_of(events: list[Event]) -> Finish:
-    finish = events[-1]
-    assert isinstance(finish, Finish)
-    return finish
 
 
 class _Chunks:
@@ -206,10 +157,6 @@ def _reason(finish: Finish) -> str:
     return "stop" if finish.reason == "cancelled" else finish.reason
 
 
-def _text(events: list[Event]) -> str:
-    return "".join(event.text for event in events if isinstance(event, TextDelta))
-
-
 def _logprob_items(events: list[Event]) -> list[TokenLogprob]:
     return [item for event in events if isinstance(event, TextDelta) for item in event.logprobs]
 
@@ -255,12 +202,12 @@ async def chat_completions(request: Request) -> Response:
     kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
-    runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
+    runtime = lookup_model(services, apply_persona(request, kwargs, body.model))
     task = Task(
         messages=tuple(kwargs["messages"]),
-        sampling=_sampling(kwargs),
+        sampling=sampling_of(kwargs),
         max_tokens=kwargs.get("max_tokens"),
-        stop=_stops(kwargs),
+        stop=stops_of(kwargs),
         output=_output(body),
         tools=_tools(body),
         tool_choice=body.tool_choice_name,
@@ -272,10 +219,10 @@ async def chat_completions(request: Request) -> Response:
     if body.stream:
         return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
     events = await run_to_completion(request, runtime, task)
-    finish = _finish_of(events)
+    finish = finish_of(events)
     meta = _Chunks(runtime.id, "chat.completion", "chatcmpl", False).meta
     calls = _tool_calls(events)
-    message: dict[str, Any] = {"role": "assistant", "content": None if calls else _text(events), "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": None if calls else text_of(events), "refusal": None}
     if calls:
         message["tool_calls"] = calls
     logprobs = {"content": [_chat_logprob(item) for item in _logprob_items(events)], "refusal": None} if body.logprobs else None
@@ -289,13 +236,13 @@ async def completions(request: Request) -> Response:
     kwargs: dict[str, Any] = {**body.sampling()}
     if "max_tokens" in body.model_fields_set or body.max_tokens is None:
         kwargs["max_tokens"] = body.max_tokens
-    runtime = lookup_model(services, _apply_persona(request, kwargs, body.model))
+    runtime = lookup_model(services, apply_persona(request, kwargs, body.model))
     kwargs.setdefault("max_tokens", body.max_tokens)
     task = Task(
         prompt=body.prompt_text,
-        sampling=_sampling(kwargs),
+        sampling=sampling_of(kwargs),
         max_tokens=kwargs.get("max_tokens"),
-        stop=_stops(kwargs),
+        stop=stops_of(kwargs),
         echo=body.echo,
         suffix=body.suffix,
         logprobs=body.logprobs,
@@ -305,10 +252,10 @@ async def completions(request: Request) -> Response:
     if body.stream:
         return await start_stream(request, runtime, task, _TextChunks(runtime.id, body.include_usage, body.logprobs is not None))
     events = await run_to_completion(request, runtime, task)
-    finish = _finish_of(events)
+    finish = finish_of(events)
     meta = _Chunks(runtime.id, "text_completion", "cmpl", False).meta
     logprobs = _text_logprobs(_logprob_items(events), 0) if body.logprobs is not None else None
-    choice = {"text": _text(events), "index": 0, "logprobs": logprobs, "finish_reason": _reason(finish)}
+    choice = {"text": text_of(events), "index": 0, "logprobs": logprobs, "finish_reason": _reason(finish)}
     return JSONResponse({**meta, "choices": [choice], "usage": _usage(finish)})
 
 

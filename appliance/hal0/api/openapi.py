@@ -14,9 +14,12 @@ from starlette.routing import Route
 from hal0 import __version__
 from hal0.api.approvals import DecisionBody
 from hal0.api.memory import AddBody, PatchBody
+from hal0.api.messages import CountTokensRequest, MessagesRequest
+from hal0.api.responses import ResponsesRequest
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
-_BODIES: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, AddBody, PatchBody, DecisionBody)
+_BODIES: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, MessagesRequest,
+                                        CountTokensRequest, AddBody, PatchBody, DecisionBody)
 
 _ERROR = {
     "type": "object",
@@ -32,6 +35,16 @@ _ERROR = {
                 "code": {"type": ["string", "null"]},
             },
         }
+    },
+}
+# The Messages API answers errors in Anthropic's shape.
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {"type": "object", "required": ["type", "message"],
+                  "properties": {"type": {"type": "string"}, "message": {"type": "string"}}},
     },
 }
 _AGENT = {
@@ -51,19 +64,20 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _responses(ok: int, *errors: int, stream: bool = False) -> dict[str, Any]:
+def _responses(ok: int, *errors: int, stream: bool = False, error: str = "Error") -> dict[str, Any]:
     success: dict[str, Any] = {"description": "OK", **_json({"type": "object"})}
     if stream:
         success["content"]["text/event-stream"] = {"schema": {"type": "string"}}
     responses = {str(ok): success}
     for status in errors:
-        responses[str(status)] = {"description": "Error", **_json({"$ref": "#/components/schemas/Error"})}
+        responses[str(status)] = {"description": "Error", **_json({"$ref": f"#/components/schemas/{error}"})}
     return responses
 
 
 def _operation(summary: str, ok: int, *errors: int, body: type[BaseModel] | None = None, agent: bool = False,
-               params: list[dict[str, Any]] | None = None, stream: bool = False, body_required: bool = True) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": _responses(ok, *errors, stream=stream)}
+               params: list[dict[str, Any]] | None = None, stream: bool = False, body_required: bool = True,
+               error: str = "Error") -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": _responses(ok, *errors, stream=stream, error=error)}
     parameters = [*([_AGENT] if agent else []), *(params or [])]
     if parameters:
         operation["parameters"] = parameters
@@ -82,7 +96,7 @@ def _path_id() -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     _, schemas = models_json_schema([(model, "validation") for model in _BODIES], ref_template="#/components/schemas/{model}")
-    components = {**schemas.get("$defs", {}), "Error": _ERROR}
+    components = {**schemas.get("$defs", {}), "Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR}
     states = {"type": "string", "enum": ["pending", "approved", "executing", "executed", "failed", "denied", "expired"]}
     limit = {"type": "integer", "minimum": 1, "maximum": 1000}
     paths = {
@@ -92,6 +106,12 @@ def build_openapi() -> dict[str, Any]:
                                                     body=ChatCompletionRequest, agent=True, stream=True)},
         "/v1/completions": {"post": _operation("Text completion (OpenAI-compatible)", 200, 400, 404, 413, 429, 503,
                                                body=CompletionRequest, agent=True, stream=True)},
+        "/v1/responses": {"post": _operation("Response (OpenAI's Responses API, stateless: nothing is stored)", 200, 400, 404, 413, 429, 503,
+                                             body=ResponsesRequest, agent=True, stream=True)},
+        "/v1/messages": {"post": _operation("Message (Anthropic's Messages API)", 200, 400, 404, 413, 429, 503, 529,
+                                            body=MessagesRequest, agent=True, stream=True, error="AnthropicError")},
+        "/v1/messages/count_tokens": {"post": _operation("Count a message's input tokens (Anthropic's Messages API)", 200, 400, 404, 413, 503,
+                                                         body=CountTokensRequest, agent=True, error="AnthropicError")},
         "/v1/embeddings": {"post": _operation("Embeddings (OpenAI-compatible)", 200, 400, 404, 413, 429, 503,
                                               body=EmbeddingRequest, agent=True)},
         "/api/memory": {

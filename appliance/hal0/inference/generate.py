@@ -67,17 +67,21 @@ def grammar_text(task: Task) -> str | None:
     return schema_gbnf(task.output.schema, "response_format.json_schema.schema")
 
 
-def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[Event]:
-    """The task's events. Raises InvalidTask before the first event when the task cannot run."""
-    llama, engine = model.llama, model.engine
-    stops = list(task.stop)
-    gbnf = grammar_text(task)  # an unsupported schema is refused before anything runs
+def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
+    """The prompt tokens the model sees for `task` (chat template applied, tools described) and its stop strings."""
+    llama = model.llama
     if task.messages is not None:
         rendered = model.template(tool_messages(task))
         tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-        stops = stops_of(rendered, task.stop)
-    else:
-        tokens = prompt_tokens(llama, task.prompt or "")
+        return tokens, stops_of(rendered, task.stop)
+    return prompt_tokens(llama, task.prompt or ""), list(task.stop)
+
+
+def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[Event]:
+    """The task's events. Raises InvalidTask before the first event when the task cannot run."""
+    llama, engine = model.llama, model.engine
+    gbnf = grammar_text(task)  # an unsupported schema is refused before anything runs
+    tokens, stops = task_prompt(model, task)
     if not tokens:
         raise InvalidTask("the prompt is empty", param="prompt")
     room = engine.context - len(tokens)
@@ -140,7 +144,7 @@ def _text_events(
         if rest or pending:
             yield TextDelta(rest, tuple(pending))
     ttft = None if job.first_token_at is None else job.first_token_at - started
-    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == "timeout")  # type: ignore[arg-type]
+    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == "timeout", stop_sequence=text.matched)  # type: ignore[arg-type]
 
 
 def _logprob(llama: Any, sampled: Sampled) -> TokenLogprob:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from hal0.config.models import ModelConfig
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.engines import BatchedEngine, SingleEngine
-from hal0.inference.generate import LoadedModel, run
+from hal0.inference.generate import LoadedModel, run, task_prompt
 from hal0.inference.task import Event, Finish, InvalidTask, Task
 from hal0.inference.templates import template_for
 from hal0.inference.threads import effective_threads
@@ -292,6 +292,14 @@ class ModelRuntime:
         if self.observer is not None:
             self.observer.record_generation(self.id, prompt_tokens, 0, None)
         return {"data": data, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+
+    async def count_tokens(self, task: Task) -> int:
+        """How many prompt tokens `task` would take, without running it (no turn needed: the
+        template and the tokenizer only read the model's vocabulary)."""
+        if self._loaded is None:
+            raise ModelUnavailable(self._unavailable_reason())
+        tokens, _stops = await asyncio.to_thread(task_prompt, self._loaded, task)
+        return len(tokens)
 
     def tokenize(self, text: str) -> list[int]:
         return self._llama.tokenize(text.encode(), add_bos=False, special=True) if self._llama else []

@@ -102,6 +102,7 @@ class Finish:
     usage: Usage
     ttft: float | None = None  # seconds from the start of the run to the first token
     timed_out: bool = False
+    stop_sequence: str | None = None  # the stop string that ended the run, if one did
 
 
 Event = TextDelta | ToolCallDelta | Finish

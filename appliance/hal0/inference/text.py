@@ -13,6 +13,7 @@ class TextStream:
         self._stops = stops
         self._bytes = b""
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, token: int) -> tuple[str, bool]:
         self._bytes += self._model.detokenize([token], special=False)
@@ -29,6 +30,7 @@ class TextStream:
             at = text.find(stop)
             if at >= 0:
                 self._held = ""
+                self.matched = stop
                 return text[:at], True
         keep = max((_overlap(text, stop) for stop in self._stops), default=0)
         self._held = text[len(text) - keep :] if keep else ""

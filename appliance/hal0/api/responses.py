@@ -1,0 +1,368 @@
+"""OpenAI's Responses API, stateless: POST /v1/responses onto the same Task as chat completions.
+
+Nothing is stored (`store: false` semantics): a request carries the whole conversation in
+`input`, and `previous_response_id` is refused rather than silently starting a new conversation.
+The streamed events and the non-streamed response come from one encoder, so they cannot differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hal0.api.body import parse_json
+from hal0.api.errors import bad_request
+from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
+from hal0.api.tasks import chat_task
+from hal0.inference import Event, Finish, JsonOutput, Task, TextDelta, Tool, ToolCallDelta
+
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResponsesTextContent(_Body):
+    """A text part: `input_text` in requests, `output_text` when a client sends a reply back."""
+
+    type: Literal["input_text", "output_text"]
+    text: str
+    annotations: list[Any] | None = None
+    logprobs: list[Any] | None = None
+
+
+class ResponsesMessageItem(_Body):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ResponsesTextContent]
+    id: str | None = Field(None, max_length=128)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class ResponsesFunctionCallItem(_Body):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1, max_length=128)
+    name: ToolName
+    arguments: str = Field(description="The arguments as a JSON string.")
+    id: str | None = Field(None, max_length=128)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class ResponsesFunctionCallOutputItem(_Body):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=128)
+    output: str | list[ResponsesTextContent]
+    id: str | None = Field(None, max_length=128)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.output if isinstance(self.output, str) else "".join(part.text for part in self.output)
+
+
+def _item_type(value: Any) -> str | None:
+    # A message may leave out its type (the API's "easy input message").
+    if isinstance(value, dict):
+        return value.get("type", "message")
+    return getattr(value, "type", None)
+
+
+InputItem = Annotated[
+    Annotated[ResponsesMessageItem, Tag("message")]
+    | Annotated[ResponsesFunctionCallItem, Tag("function_call")]
+    | Annotated[ResponsesFunctionCallOutputItem, Tag("function_call_output")],
+    Discriminator(_item_type),
+]
+
+
+class ResponsesFunctionTool(_Body):
+    type: Literal["function"]
+    name: ToolName
+    description: str | None = Field(None, max_length=8192)
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments (hal0's supported subset; see the README).")
+    strict: bool | None = None
+
+
+class ResponsesNamedFunction(_Body):
+    type: Literal["function"]
+    name: ToolName
+
+
+class ResponsesTextFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(None, max_length=64)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _schema_for_json_schema(self) -> ResponsesTextFormat:
+        if self.type == "json_schema" and (self.schema_ is None or self.name is None):
+            raise ValueError("json_schema needs name and schema")
+        return self
+
+
+class ResponsesTextConfig(_Body):
+    format: ResponsesTextFormat | None = None
+
+
+class ResponsesRequest(_Body):
+    model: str | None = Field(None, max_length=128)
+    input: str | Annotated[list[InputItem], Field(min_length=1, max_length=1024)]
+    instructions: str | None = None
+    tools: list[ResponsesFunctionTool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedFunction | None = None
+    parallel_tool_calls: bool = True
+    text: ResponsesTextConfig | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stream: bool = False
+    store: bool | None = Field(None, description="Accepted, but hal0 never stores a response (the reply says store: false).")
+    previous_response_id: str | None = Field(None, description="Refused: responses are not stored; send the whole conversation in input.")
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    user: str | None = Field(None, max_length=256)
+    truncation: Literal["disabled"] | None = None
+    include: list[str] | None = Field(None, max_length=0, description="No extra output data is available: empty or absent.")
+
+    @field_validator("previous_response_id")
+    @classmethod
+    def _stateless(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("hal0 does not store responses (stateless, store: false), so there is no previous response "
+                             "to continue; send the whole conversation in input")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResponsesRequest:
+        names = [tool.name for tool in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tools must have distinct names")
+        if self.tool_choice not in (None, "none") and not names:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(self.tool_choice, ResponsesNamedFunction) and self.tool_choice.name not in names:
+            raise ValueError(f"tool_choice names {self.tool_choice.name!r}, which is not in tools")
+        return self
+
+    @property
+    def items(self) -> list[ResponsesMessageItem | ResponsesFunctionCallItem | ResponsesFunctionCallOutputItem]:
+        return [ResponsesMessageItem(role="user", content=self.input)] if isinstance(self.input, str) else list(self.input)
+
+    @property
+    def tool_choice_name(self) -> str:
+        """tool_choice as inference takes it: none/auto/required or the named tool."""
+        if isinstance(self.tool_choice, ResponsesNamedFunction):
+            return self.tool_choice.name
+        return self.tool_choice or ("auto" if self.tools else "none")
+
+
+def chat_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
+    """Input items as the chat messages a Task holds: consecutive function calls join one
+    assistant turn (as a chat client would have sent them), outputs become tool turns."""
+    messages: list[dict[str, Any]] = []
+    if body.instructions:
+        messages.append({"role": "system", "content": body.instructions})
+    for item in body.items:
+        if isinstance(item, ResponsesMessageItem):
+            messages.append({"role": "system" if item.role == "developer" else item.role, "content": item.text})
+        elif isinstance(item, ResponsesFunctionCallItem):
+            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        else:
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})
+    return messages
+
+
+def _output(body: ResponsesRequest) -> JsonOutput | None:
+    fmt = body.text.format if body.text else None
+    if fmt is None or fmt.type == "text":
+        return None
+    return JsonOutput(fmt.schema_)
+
+
+def _tools(body: ResponsesRequest) -> tuple[Tool, ...]:
+    return tuple(
+        Tool(tool.name, tool.description or "", tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}})
+        for tool in body.tools or ()
+    )
+
+
+def _usage(finish: Finish) -> dict[str, Any]:
+    usage = finish.usage
+    return {
+        "input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _echo(body: ResponsesRequest, model: str, task: Task) -> dict[str, Any]:
+    """The request's settings as a response object repeats them."""
+    fmt = body.text.format if body.text and body.text.format else ResponsesTextFormat(type="text")
+    return {
+        "model": model,
+        "instructions": body.instructions,
+        "max_output_tokens": task.max_tokens,
+        "parallel_tool_calls": body.parallel_tool_calls,
+        "temperature": task.sampling.temperature,
+        "top_p": task.sampling.top_p,
+        "tool_choice": body.tool_choice.model_dump() if isinstance(body.tool_choice, ResponsesNamedFunction) else body.tool_choice or "auto",
+        "tools": [tool.model_dump(exclude_none=True) for tool in body.tools or ()],
+        "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True)},
+        "truncation": "disabled",
+        "store": False,
+        "previous_response_id": None,
+        "reasoning": None,
+        "metadata": body.metadata or {},
+        "user": body.user,
+        "background": False,
+        "error": None,
+    }
+
+
+class ResponseEvents:
+    """Events -> the Responses API's stream events, building the final response as it goes.
+
+    Sequence: response.created, response.in_progress, then per output item output_item.added,
+    (content_part.added, output_text.delta..., output_text.done, content_part.done) or
+    (function_call_arguments.delta..., function_call_arguments.done), output_item.done, and last
+    response.completed (response.incomplete when max_output_tokens cut it short).
+    """
+
+    def __init__(self, echo: dict[str, Any]) -> None:
+        self.response: dict[str, Any] = {
+            "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
+            "status": "in_progress", "incomplete_details": None, **echo, "output": [], "usage": None,
+        }
+        self._sequence = 0
+        self._open: dict[str, Any] | None = None  # the output item being produced
+        self._calls: dict[int, dict[str, Any]] = {}  # tool-call index -> its item
+
+    def __call__(self, event: Event) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self._sequence == 0:
+            out += [self._event("response.created", response=self._snapshot()), self._event("response.in_progress", response=self._snapshot())]
+        if isinstance(event, TextDelta) and event.text:
+            if self._open is None or self._open["type"] != "message":
+                out += self._close()
+                out += self._open_message()
+            self._open["content"][0]["text"] += event.text
+            out.append(self._event("response.output_text.delta", item_id=self._open["id"], output_index=self._index,
+                                   content_index=0, delta=event.text, logprobs=[]))
+        elif isinstance(event, ToolCallDelta):
+            if event.id is not None:
+                out += self._close()
+                item = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": event.id, "name": event.name or "",
+                        "arguments": "", "status": "in_progress"}
+                self._calls[event.index] = item
+                out += self._add(item)
+            item = self._calls[event.index]
+            if event.arguments:
+                item["arguments"] += event.arguments
+                out.append(self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=self._index,
+                                       delta=event.arguments))
+        elif isinstance(event, Finish):
+            incomplete = event.reason == "length"
+            if not self.response["output"]:
+                out += self._open_message()  # an empty reply is still one (empty) message
+            out += self._close("incomplete" if incomplete else "completed")
+            self.response["status"] = "incomplete" if incomplete else "completed"
+            self.response["incomplete_details"] = {"reason": "max_output_tokens"} if incomplete else None
+            self.response["usage"] = _usage(event)
+            out.append(self._event("response.incomplete" if incomplete else "response.completed", response=self._snapshot()))
+        return out
+
+    @property
+    def _index(self) -> int:
+        return len(self.response["output"]) - 1
+
+    def _snapshot(self) -> dict[str, Any]:
+        return self.response
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        # A deep copy: the items keep growing after their event is framed.
+        event = {"type": kind, "sequence_number": self._sequence, **copy.deepcopy(fields)}
+        self._sequence += 1
+        return event
+
+    def _add(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        self.response["output"].append(item)
+        self._open = item
+        return [self._event("response.output_item.added", output_index=self._index, item=item)]
+
+    def _open_message(self) -> list[dict[str, Any]]:
+        item = {"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "in_progress", "role": "assistant", "content": []}
+        out = self._add(item)
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        item["content"].append(part)
+        out.append(self._event("response.content_part.added", item_id=item["id"], output_index=self._index, content_index=0,
+                               part=part))
+        return out
+
+    def _close(self, status: str = "completed") -> list[dict[str, Any]]:
+        item, self._open = self._open, None
+        if item is None:
+            return []
+        out: list[dict[str, Any]] = []
+        index = self.response["output"].index(item)
+        if item["type"] == "message":
+            part = item["content"][0]
+            out.append(self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                                   text=part["text"], logprobs=[]))
+            out.append(self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                                   part=part))
+        else:
+            out.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                                   name=item["name"], arguments=item["arguments"]))
+        item["status"] = status
+        out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
+
+
+def _stream_error(message: str) -> dict[str, Any]:
+    return {"type": "error", "code": "generation_failed", "message": message, "param": None}
+
+
+WIRE = Wire(frame=named_sse, done="", error=_stream_error)
+
+
+async def create_response(request: Request) -> Response:
+    services = services_of(request)
+    body = await parse_json(request, ResponsesRequest, services.config.server.max_body_bytes)
+    kwargs: dict[str, Any] = {"messages": chat_messages(body)}
+    for name in ("temperature", "top_p"):
+        if getattr(body, name) is not None:
+            kwargs[name] = getattr(body, name)
+    if body.max_output_tokens is not None:
+        kwargs["max_tokens"] = body.max_output_tokens
+    if not kwargs["messages"]:
+        raise bad_request("input holds no messages", param="input")
+    runtime, task = chat_task(
+        request, kwargs, body.model,
+        output=_output(body), tools=_tools(body), tool_choice=body.tool_choice_name, parallel_tool_calls=body.parallel_tool_calls,
+    )
+    encode = ResponseEvents(_echo(body, runtime.id, task))
+    if body.stream:
+        return await start_stream(request, runtime, task, encode, WIRE)
+    for event in await run_to_completion(request, runtime, task):
+        encode(event)
+    return JSONResponse(encode.response)
+
+
+routes = [Route("/v1/responses", create_response, methods=["POST"])]
