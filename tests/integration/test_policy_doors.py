@@ -38,9 +38,12 @@ AGENTS = {
 
 
 @pytest.fixture
-def hal0(start_server: Callable[..., Server], tmp_path: Path) -> Server:
+def hal0(start_server: Callable[..., Server], tmp_path: Path, tiny_model: Path) -> Server:
     agents = {**AGENTS, "approvals": {**AGENTS["approvals"], "path": str(tmp_path / "approvals.db")}}
-    return start_server(agents=agents, memory=memory_on(tmp_path))
+    # Two configured models: an approval names a model that exists (an unknown one is refused before queueing).
+    models = [{"id": "tiny", "path": str(tiny_model), "default": True, "n_ctx": 1024, "n_threads": 1},
+              {"id": "other", "path": str(tiny_model), "load": "on_demand", "n_ctx": 1024, "n_threads": 1}]
+    return start_server(agents=agents, memory=memory_on(tmp_path), models=models)
 
 
 def admin(server: Server, agent: str, work: Callable[[Any], Any]) -> Any:
