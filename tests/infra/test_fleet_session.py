@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from tests.infra.conftest import REPO
-from tests.infra.test_lab_session import INVENTORY, changed, play, run, run_testinfra
+from tests.infra.test_lab_session import INVENTORY, changed, controller, play, run, run_testinfra  # noqa: F401 - controller: autouse, plays from the README's controller venv
 
 pytestmark = pytest.mark.infra
 
