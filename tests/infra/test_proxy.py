@@ -336,7 +336,9 @@ def test_hal0_refuses_an_agent_header_not_from_the_proxy(runner: Any, proxy: Pro
         assert answer.startswith("403") and "agents.identity.trusted_proxies" in answer, answer
 
 
-def test_requests_without_an_agent_are_balanced(runner: Any, proxy: Proxy, inventory_path: str) -> None:
+def test_requests_without_an_agent_header_are_routed_by_the_pinned_identity(runner: Any, proxy: Proxy, inventory_path: str) -> None:
+    """A client that sends no X-hal0-Agent: with the identity pinned at the proxy every request still carries
+    one (the user's agent), so they all go to that agent's box; unpinned (`none`), /v1/ is balanced."""
     import testinfra
 
     boxes = runner.get_hosts("hal0")
@@ -349,4 +351,7 @@ def test_requests_without_an_agent_are_balanced(runner: Any, proxy: Proxy, inven
     proxy_box = testinfra.get_host(f"ansible://{proxy.name}", ansible_inventory=inventory_path)
     log = proxy_box.check_output("grep -F %s /var/log/nginx/hal0-access.log", f"probe={marker}")
     upstreams = {line.split("upstream=")[1].split()[0] for line in log.splitlines()}
-    assert len(upstreams) == len(boxes), f"header-less /v1/ requests went to {upstreams}"
+    if proxy.identity == "none":
+        assert len(upstreams) == len(boxes), f"header-less /v1/ requests went to {upstreams}"
+    else:
+        assert len(upstreams) == 1, f"requests of one authenticated user went to {upstreams}, not to its agent's box"
