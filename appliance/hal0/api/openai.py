@@ -29,7 +29,7 @@ from hal0.api.generation import (
 )
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from hal0.api.tasks import apply_persona, finish_of, sampling_of, stops_of, text_of
+from hal0.api.tasks import apply_persona, calls_of, chat_task, finish_of, sampling_of, stops_of, text_of
 from hal0.inference import (
     Cancelled,
     Event,
@@ -163,14 +163,7 @@ def _logprob_items(events: list[Event]) -> list[TokenLogprob]:
 
 def _tool_calls(events: list[Event]) -> list[dict[str, Any]]:
     """The calls assembled from their deltas, in OpenAI's message shape."""
-    calls: list[dict[str, Any]] = []
-    for event in events:
-        if not isinstance(event, ToolCallDelta):
-            continue
-        if event.id is not None:
-            calls.append({"id": event.id, "type": "function", "function": {"name": event.name, "arguments": ""}})
-        calls[event.index]["function"]["arguments"] += event.arguments
-    return calls
+    return [{"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}} for call in calls_of(events)]
 
 
 def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
@@ -202,19 +195,15 @@ async def chat_completions(request: Request) -> Response:
     kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
-    runtime = lookup_model(services, apply_persona(request, kwargs, body.model))
-    task = Task(
-        messages=tuple(kwargs["messages"]),
-        sampling=sampling_of(kwargs),
-        max_tokens=kwargs.get("max_tokens"),
-        stop=stops_of(kwargs),
+    runtime, task = chat_task(
+        request,
+        kwargs,
+        body.model,
         output=_output(body),
         tools=_tools(body),
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        deadline=deadline_of(services),
-        agent=agent_of(request, services),
     )
     if body.stream:
         return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
