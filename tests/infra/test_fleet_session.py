@@ -199,9 +199,20 @@ def test_fleet_session(fleet: None, tmp_path: Path) -> None:
         time.sleep(1)
     time.sleep(2)  # the proxy retries a failed box after fail_timeout (lab: 10 s), passively
     deadline = time.monotonic() + 30
-    while home_of(AGENTS[0]) != victim and time.monotonic() < deadline:
+    seen: list[str] = []
+    while (home := home_of(AGENTS[0])) != victim and time.monotonic() < deadline:
+        seen.append(home)
         time.sleep(1)
-    assert home_of(AGENTS[0]) == victim, "a box that comes back gets its agents back"
+    # Back for good, whichever nginx worker takes the connection (the workers share one upstream zone).
+    after = [home_of(AGENTS[0]) for _ in range(12)] if home == victim else []
+    if home != victim or set(after) != {victim}:
+        pytest.fail(
+            f"a box that comes back gets its agents back: waited 30 s for {AGENTS[0]} to reach {victim} again; "
+            f"before: {Counter(seen)}, then 12 requests went to {Counter(after)}; {victim} /health: {health_on(victim, check=False)}\n"
+            f"proxy error log:\n{box('proxy-1', 'tail -n 30 /var/log/nginx/error.log', check=False)}\n"
+            f"proxy access log:\n{box('proxy-1', 'tail -n 30 /var/log/nginx/hal0-access.log', check=False)}\n"
+            f"{victim} journal:\n{box(victim, 'journalctl -u hal0 -n 20 --no-pager', check=False)}"
+        )
     report.append(f"failover: {victim} stopped, agent-0 moved to {moved[AGENTS[0]]} and back")
 
     def rollout(name: str, *args: str, expect_rc: int = 0) -> tuple[subprocess.CompletedProcess[str], Streamer]:
