@@ -283,6 +283,8 @@ def test_a_format_that_drops_the_system_prompt_is_refused(start_server: Callable
     checked = subprocess.run([*HAL0, "config", "validate", str(path)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 1
     assert "models[0].chat_format" in checked.stderr and "drops the system prompt" in checked.stderr
+    line = next(number for number, text in enumerate(path.read_text().splitlines(), 1) if "chat_format:" in text)
+    assert f"{path}:{line}:" in checked.stderr, checked.stderr  # the line of the field, as for every config error
     server = start_server(models=config["models"], wait=False)
     health = _health_when_settled(server)
     assert health["status"] == "failed"

@@ -80,6 +80,8 @@ def _validate_each(paths: list[str], load: Callable[[str], object]) -> int:
 def _load_checked(path: str, check_files: bool) -> object:
     """The config, and every named chat format checked to render (and carry the system prompt)."""
     from hal0.config.errors import ConfigIssue
+    from hal0.config.loader import read_source
+    from hal0.config.yaml_source import parse_yaml
     from hal0.inference.templates import TemplateError, named_template
 
     loaded = load_config(path, check_files=check_files)
@@ -90,7 +92,10 @@ def _load_checked(path: str, check_files: bool) -> object:
         try:
             named_template(model.chat_format)
         except TemplateError as error:
-            issues.append(ConfigIssue(path, 0, 0, ("models", index, "chat_format"), str(error)))
+            field = ("models", index, "chat_format")
+            # The file parsed a moment ago (load_config), so its positions are there to name the line.
+            position = parse_yaml(read_source(path), path)[0].position_of(field)
+            issues.append(ConfigIssue(path, position.line, position.column, field, str(error)))
     if issues:
         raise ConfigError(issues)
     return loaded
