@@ -176,7 +176,9 @@ def chat_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
 
 
 def _tools(body: CountTokensRequest) -> tuple[Tool, ...]:
-    return tuple(Tool(tool.name, tool.description or "", tool.input_schema) for tool in body.tools or ())
+    return tuple(
+        Tool(tool.name, tool.description or "", tool.input_schema, param=f"tools[{index}].input_schema") for index, tool in enumerate(body.tools or ())
+    )
 
 
 def _task(request: Request, body: CountTokensRequest, kwargs: dict[str, Any]) -> tuple[Any, Task]:

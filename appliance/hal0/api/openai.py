@@ -172,8 +172,9 @@ def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
             tool.function.name,
             tool.function.description or "",
             tool.function.parameters if tool.function.parameters is not None else {"type": "object", "properties": {}},
+            param=f"tools[{index}].function.parameters",
         )
-        for tool in body.tools or ()
+        for index, tool in enumerate(body.tools or ())
     )
     try:
         check_tools(tools)
@@ -186,7 +187,7 @@ def _output(body: ChatCompletionRequest) -> JsonOutput | None:
     response_format = body.response_format
     if response_format is None or response_format.type == "text":
         return None
-    return JsonOutput(response_format.schema_of)
+    return JsonOutput(response_format.schema_of, param="response_format.json_schema.schema")
 
 
 async def chat_completions(request: Request) -> Response:

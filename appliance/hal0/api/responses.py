@@ -193,13 +193,18 @@ def _output(body: ResponsesRequest) -> JsonOutput | None:
     fmt = body.text.format if body.text else None
     if fmt is None or fmt.type == "text":
         return None
-    return JsonOutput(fmt.schema_)
+    return JsonOutput(fmt.schema_, param="text.format.schema")
 
 
 def _tools(body: ResponsesRequest) -> tuple[Tool, ...]:
     return tuple(
-        Tool(tool.name, tool.description or "", tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}})
-        for tool in body.tools or ()
+        Tool(
+            tool.name,
+            tool.description or "",
+            tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}},
+            param=f"tools[{index}].parameters",
+        )
+        for index, tool in enumerate(body.tools or ())
     )
 
 

@@ -64,7 +64,7 @@ def grammar_text(task: Task) -> str | None:
         return None
     if task.output.schema is None:
         return f"root ::= json-object\n{_BASE}"
-    return schema_gbnf(task.output.schema, "response_format.json_schema.schema")
+    return schema_gbnf(task.output.schema, task.output.param)
 
 
 def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:

@@ -24,6 +24,7 @@ class Tool:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    param: str = "parameters"  # where the request held `parameters`, in its dialect's words (errors name it)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class JsonOutput:
     """The reply must be JSON; with a schema, JSON that validates against it."""
 
     schema: dict[str, Any] | None = None
+    param: str = "schema"  # where the request held `schema`, in its dialect's words (errors name it)
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,8 @@ def tools_gbnf(task: Task) -> str:
             raise InvalidTask(f"tool_choice names {task.tool_choice!r}, which is not in tools", param="tool_choice")
     converter = _Converter({}, "tools")
     calls = []
-    for index, tool in enumerate(tools):
-        converter.param = f"tools[{index}].function.parameters"
+    for tool in tools:
+        converter.param = tool.param
         converter.root = tool.parameters if isinstance(tool.parameters, dict) else {}
         converter.refs = {}
         arguments = converter.visit_checked(tool.parameters)
@@ -89,8 +89,8 @@ def tools_gbnf(task: Task) -> str:
 
 def check_tools(tools: tuple[Tool, ...]) -> None:
     """Refuse tool schemas hal0 cannot enforce (a 400 naming the keyword and where it is)."""
-    for index, tool in enumerate(tools):
-        converter = _Converter(tool.parameters if isinstance(tool.parameters, dict) else {}, f"tools[{index}].function.parameters")
+    for tool in tools:
+        converter = _Converter(tool.parameters if isinstance(tool.parameters, dict) else {}, tool.param)
         converter.visit_checked(tool.parameters)
 
 
