@@ -2,18 +2,20 @@
 
 Beyond request counts this exports what an inference operator needs and peers lack: a
 time-to-first-token histogram per model, token counters, queue depth and load state, and the
-model lifecycle: loads and unloads by reason, load durations, the number of models in memory.
+model lifecycle: loads and unloads by reason, load durations, the number of models in memory, and
+the prompt cache: prompt tokens served from cache vs computed, RAM cache lookups, bytes and entries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hal0.inference import Lifecycle, ModelRegistry
+from hal0.inference.prompt_cache import CacheSize, PromptReuse
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
@@ -46,6 +48,15 @@ class _ModelCollector(Collector):
                 state.add_metric([model.id, candidate], 1 if model.state == candidate else 0)
         loaded.add_metric([], self._lifecycle.loaded_count)
         return [depth, busy, slots, busy_slots, state, loaded]
+
+
+def _sample(metric: Counter | Gauge, model: str) -> float:
+    """A counter's total (or a gauge's value) for one model; 0 before anything was recorded."""
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.labels.get("model") == model and not sample.name.endswith("_created"):
+                return sample.value
+    return 0.0
 
 
 class Metrics:
@@ -89,6 +100,18 @@ class Metrics:
         self.agent_tokens_total = Counter("hal0_agent_tokens", "Tokens (prompt plus generated) by persona", ["persona"], registry=self.registry)
         self.rate_limited_total = Counter("hal0_rate_limited", "Requests refused with 429 by persona and quota", ["persona", "quota"],
                                     registry=self.registry)
+        self.prompt_cached = Counter("hal0_prompt_tokens_cached", "Prompt tokens whose KV came from the prompt cache (a slot or RAM)",
+                                     ["model"], registry=self.registry)
+        self.prompt_computed = Counter("hal0_prompt_tokens_computed", "Prompt tokens decoded (not served from the prompt cache)",
+                                       ["model"], registry=self.registry)
+        self.prompt_cache_hits = Counter("hal0_prompt_cache_hits", "RAM prompt cache lookups that restored a saved state",
+                                         ["model"], registry=self.registry)
+        self.prompt_cache_misses = Counter("hal0_prompt_cache_misses", "RAM prompt cache lookups that found nothing better than the slot",
+                                           ["model"], registry=self.registry)
+        self.prompt_cache_bytes = Gauge("hal0_prompt_cache_ram_bytes", "Bytes of sequence state in the RAM prompt cache",
+                                        ["model"], registry=self.registry)
+        self.prompt_cache_entries = Gauge("hal0_prompt_cache_ram_entries", "Sequence states in the RAM prompt cache",
+                                          ["model"], registry=self.registry)
         self.registry.register(_ModelCollector(lifecycle))
         for runtime in models:
             runtime.observer = self
@@ -125,6 +148,32 @@ class Metrics:
         self.generated_tokens.labels(model).inc(generated_tokens)
         if ttft is not None:
             self.ttft.labels(model).observe(ttft)
+
+    def prompt_reuse(self, model: str, reuse: PromptReuse) -> None:
+        self.prompt_cached.labels(model).inc(reuse.cached)
+        self.prompt_computed.labels(model).inc(reuse.computed)
+        if reuse.ram == "hit":
+            self.prompt_cache_hits.labels(model).inc()
+        elif reuse.ram == "miss":
+            self.prompt_cache_misses.labels(model).inc()
+
+    def prompt_cache_size(self, model: str, size: CacheSize) -> None:
+        self.prompt_cache_bytes.labels(model).set(size.bytes)
+        self.prompt_cache_entries.labels(model).set(size.entries)
+
+    def prompt_cache(self, model: str) -> dict[str, float | None]:
+        """The prompt cache of one model as the Models tab and /v1/models show it; hit_ratio is
+        cached / (cached + computed) prompt tokens, None before any prompt."""
+        cached, computed = _sample(self.prompt_cached, model), _sample(self.prompt_computed, model)
+        return {
+            "hit_ratio": cached / (cached + computed) if cached + computed else None,
+            "cached_tokens": cached,
+            "computed_tokens": computed,
+            "ram_hits": _sample(self.prompt_cache_hits, model),
+            "ram_misses": _sample(self.prompt_cache_misses, model),
+            "ram_bytes": _sample(self.prompt_cache_bytes, model),
+            "ram_entries": _sample(self.prompt_cache_entries, model),
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

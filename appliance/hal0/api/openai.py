@@ -57,6 +57,7 @@ async def list_models(request: Request) -> JSONResponse:
             "default": model.id == services.lifecycle.default_id,
             **model.as_json(),
             "n_threads": services.lifecycle.runtime(model.id).n_threads,
+            "prompt_cache": services.metrics.prompt_cache(model.id),
         }
         for model in services.lifecycle.statuses()
     ]

@@ -230,6 +230,15 @@ class ModelConfig(_Section):
         description="Context window of each slot in tokens (default: n_ctx / parallel). "
         "parallel x n_ctx_per_slot must fit n_ctx.",
     )
+    prompt_cache_mib: int = Field(
+        1024,
+        ge=0,
+        le=1_048_576,
+        description="Host RAM (MiB) for the prompt cache behind the slots: when a slot is taken for another "
+        "prompt, the KV state it held is kept here and restored when a prompt with the same beginning returns, "
+        "so a returning agent's history is not read again. Least recently saved states go first. 0: off (each "
+        "slot still reuses the common prefix of what it last held).",
+    )
     load: Literal["startup", "on_demand"] = Field(
         "startup",
         description="startup: loaded when hal0 starts, and /health is 503 until it is ready. on_demand: loaded by "

@@ -64,6 +64,8 @@ def model_rows(services: Services) -> list[dict[str, Any]]:
             "slots": model.slots,
             "busy_slots": model.running,
             "queue_depth": model.waiting,
+            "prompt_cache": services.metrics.prompt_cache(model.id),
+            "prompt_cache_mib": config.prompt_cache_mib,
         })
     return rows
 

@@ -6,6 +6,12 @@ generating slot plus a chunk of any prompt still being read, decodes it once, an
 slot with its own sampler chain. A small model on a CPU is bound by reading its weights, so one
 step over four sequences costs little more than over one: that is the throughput this buys.
 
+A finished request leaves its KV in its slot, and the slot records exactly which tokens that is
+(prompt tokens decoded, generated tokens fed back). A new request takes the slot that serves it
+best (see `choose_slot`: the agent's own, then the longest common prefix, then an empty one, then
+the least recently used) and decodes only what the slot does not already hold; the prompt cache
+(prompt_cache.py) trims the slot, and saves and restores slot states through host RAM.
+
 Requests talk to the scheduler through queues only. A request submits a `SlotRequest` and reads
 sampled tokens from its own unbounded queue, so a slow reader never stalls the decode loop; turning
 tokens into text, UTF-8 and stop strings happens on the request's own thread (see generate.py).
@@ -26,6 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy
+
+from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
 from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
 
 log = logging.getLogger("hal0.inference")
@@ -61,6 +70,7 @@ class SlotRequest:
     deadline: float = float("inf")
     grammar: Any = None  # llama_cpp.LlamaGrammar
     top_logprobs: int | None = None  # None: no logprobs
+    agent: str | None = None  # X-hal0-Agent: its last slot is the first one it is offered
     out: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
     # Set by the reader when it has what it needs (a stop string matched): free the slot.
     done: bool = False
@@ -76,7 +86,12 @@ class _Slot:
     request: SlotRequest | None = None
     sampler: Any = None
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
-    n_past: int = 0
+    # Exactly the tokens whose KV the sequence holds, position by position; it outlives the request.
+    tokens: list[int] = field(default_factory=list)
+    staged: list[int] = field(default_factory=list)  # in this step's batch; held once it decodes
+    n_past: int = 0  # the next position: len(tokens) between steps
+    agent: str | None = None  # whose request the slot holds or last held
+    used: int = 0  # admission counter value when it was last taken (least recently used = lowest)
     last: int | None = None  # sampled token to feed at the next step
     logits_at: int = -1  # index in this step's batch whose logits this slot samples
     argmax_bias: dict[int, float] | None = None  # set for plain greedy requests (see _sample)
@@ -94,7 +109,9 @@ class BatchScheduler:
         n_batch: int,
         n_ubatch: int,
         default_seed: int | None,
+        prompt_cache_bytes: int = 0,
         observer: StepObserver | None = None,
+        prompt_observer: PromptObserver | None = None,
     ) -> None:
         import llama_cpp
         from llama_cpp import _internals
@@ -122,6 +139,8 @@ class BatchScheduler:
         self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(seq) for seq in range(n_slots)]
+        self._cache = PromptCache(self._ctx.ctx, self._model.model, prompt_cache_bytes, prompt_observer)
+        self._admissions = 0
         self._inbox: queue.SimpleQueue[SlotRequest | None] = queue.SimpleQueue()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="hal0-batch", daemon=True)
@@ -146,6 +165,7 @@ class BatchScheduler:
         if self._batch is not None:
             self._llama_cpp.llama_batch_free(self._batch)
             self._batch = None
+        self._cache.clear()  # the states belong to this context: they go with it
         self._ctx.close()
 
     # --- the scheduler thread -------------------------------------------------------------
@@ -175,15 +195,22 @@ class BatchScheduler:
                 return
             if request is None:
                 return
-            slot = next((slot for slot in self._slots if slot.request is None), None)
+            prompt = as_tokens(request.prompt)
+            slot = choose_slot(self._slots, self._cache, prompt, request.agent)
             if slot is None:  # admission is bounded by the slot count; never expected
                 request.out.put((ERROR, RuntimeError("no free slot")))
                 continue
-            self._start(slot, request)
+            self._start(slot, request, prompt)
             idle = False
 
-    def _start(self, slot: _Slot, request: SlotRequest) -> None:
+    def _start(self, slot: _Slot, request: SlotRequest, prompt: numpy.ndarray) -> None:
+        keep = self._cache.prepare(slot.seq, as_tokens(slot.tokens), prompt)
+        self._admissions += 1
         slot.request = request
+        slot.agent = request.agent
+        slot.used = self._admissions
+        slot.tokens = list(request.prompt[:keep])
+        slot.staged = []
         sampling = request.sampling
         plain_greedy = sampling.temperature == 0 and request.grammar is None and not sampling.penalised
         # Greedy without grammar or penalties is an argmax over the (biased) logits: done in numpy
@@ -191,8 +218,8 @@ class BatchScheduler:
         # Gemma, ~0.25 ms per sequence and step). Same choice, first maximum on ties, as its sampler.
         slot.argmax_bias = dict(sampling.logit_bias or {}) if plain_greedy else None
         slot.sampler = None if plain_greedy else build_sampler(self._model, self._n_vocab, sampling, request.grammar, self._default_seed)
-        slot.pending = list(request.prompt)
-        slot.n_past = 0
+        slot.pending = list(request.prompt[keep:])
+        slot.n_past = keep
         slot.last = None
 
     def _step(self) -> None:
@@ -213,6 +240,7 @@ class BatchScheduler:
             slot.logits_at = -1
             if slot.request is not None and slot.last is not None:
                 self._put(batch, n, slot.last, slot.n_past, slot.seq, True)
+                slot.staged.append(slot.last)
                 slot.logits_at = n
                 slot.n_past += 1
                 n += 1
@@ -223,6 +251,7 @@ class BatchScheduler:
             if room <= 0:
                 break
             chunk, slot.pending = slot.pending[:room], slot.pending[room:]
+            slot.staged.extend(chunk)
             for offset, token in enumerate(chunk):
                 last = not slot.pending and offset == len(chunk) - 1
                 self._put(batch, n, token, slot.n_past, slot.seq, last)
@@ -235,11 +264,16 @@ class BatchScheduler:
         batch.n_tokens = n
         code = self._llama_cpp.llama_decode(self._ctx.ctx, batch)
         if code != 0:
+            # What a failed decode left in the KV is unknown: every slot in the batch ends and is cleared.
             error = RuntimeError(f"llama_decode returned {code}")
             for slot in self._slots:
-                if slot.request is not None and slot.logits_at >= 0:
+                if slot.request is not None and slot.staged:
                     self._finish(slot, ERROR, error)
             return
+        for slot in self._slots:
+            if slot.staged:
+                slot.tokens.extend(slot.staged)
+                slot.staged = []
         sampled = 0
         for slot in self._slots:
             if slot.request is not None and slot.logits_at >= 0:
@@ -292,10 +326,38 @@ class BatchScheduler:
         slot.pending = []
         slot.last = None
         slot.argmax_bias = None
-        # Free the sequence's cells at once so the next request starts from an empty stream.
-        self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        # The KV stays for the next request that shares its prefix (slot.tokens says what it is);
+        # after an error what it holds is not known for sure, so it goes.
+        if kind == ERROR or slot.staged:
+            self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            slot.tokens, slot.staged, slot.n_past = [], [], 0
         if slot.sampler is not None:
             slot.sampler.close()
             slot.sampler = None
         if request is not None:
             request.out.put((kind, value))
+
+
+# A slot whose common prefix with the prompt is below this share of the prompt is not worth taking
+# over an empty one (llama-server's --slot-prompt-similarity default): every prompt shares its
+# first token (BOS) with every slot, and taking a slot destroys (or saves) what it holds.
+_MIN_PREFIX_SHARE = 0.1
+
+
+def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, agent: str | None) -> _Slot | None:
+    """The idle slot for `prompt`: the one holding this agent's last sequence, else the one serving
+    the longest prefix of it, else an empty one, else the least recently used; None if all are busy."""
+    idle = [slot for slot in slots if slot.request is None]
+    if not idle:
+        return None
+    if agent is not None:
+        own = [slot for slot in idle if slot.agent == agent and slot.tokens]
+        if own:
+            return max(own, key=lambda slot: slot.used)
+    served = [(cache.usable(slot.seq, as_tokens(slot.tokens), prompt), slot) for slot in idle if slot.tokens]
+    if served:
+        same, best = max(served, key=lambda pair: (pair[0], pair[1].used))
+        if same > 1 and same >= _MIN_PREFIX_SHARE * len(prompt):
+            return best
+    empty = next((slot for slot in idle if not slot.tokens), None)
+    return empty or min(idle, key=lambda slot: slot.used)

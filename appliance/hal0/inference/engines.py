@@ -6,7 +6,8 @@ or when cancelled or past its deadline. Everything above tokens (templates, text
 tool calls, logprob text) is the same for both and lives in generate.py.
 
 - SingleEngine (`parallel: 1`): one generation at a time on the model's own llama.cpp context,
-  reusing the KV cache of the previous prompt's common prefix.
+  reusing the KV cache of the previous prompt's common prefix, with the RAM prompt cache behind it
+  (prompt_cache.py).
 - BatchedEngine (`parallel` > 1): the BatchScheduler decodes all running jobs together.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hal0.inference.batching import END, ERROR, BatchScheduler, Sampled, SlotRequest
+from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
 from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
 from hal0.inference.task import GenerationFailed
 
@@ -36,6 +38,7 @@ class TokenJob:
     deadline: float = float("inf")
     grammar: Any = None  # llama_cpp.LlamaGrammar
     top_logprobs: int | None = None
+    agent: str | None = None  # who sent it: the batched engine offers it the slot it last used
     finish: str = "stop"  # "stop", "length", "cancelled", "timeout"
     first_token_at: float | None = None
 
@@ -56,13 +59,14 @@ class Engine(Protocol):
 class SingleEngine:
     """One generation at a time on the Llama's context (the runtime's single turn guarantees it)."""
 
-    def __init__(self, llama: Any, default_seed: int | None) -> None:
+    def __init__(self, llama: Any, default_seed: int | None, prompt_cache_bytes: int = 0, observer: PromptObserver | None = None) -> None:
         import llama_cpp
 
         self._llama = llama
         self._llama_cpp = llama_cpp
         self._n_vocab = llama.n_vocab()
         self._default_seed = default_seed
+        self._cache = PromptCache(llama._ctx.ctx, llama._model.model, prompt_cache_bytes, observer)
 
     @property
     def context(self) -> int:
@@ -104,21 +108,21 @@ class SingleEngine:
             sampler.close()
 
     def _reuse_prefix(self, prompt: list[int]) -> list[int]:
-        """Keep the KV cells of the longest common prefix with the last prompt; return what is left
-        to decode (at least one token, so the logits are fresh)."""
+        """Keep the KV cells of the longest prefix the last prompt (or the RAM cache) holds; return
+        what is left to decode (at least one token, so the logits are fresh)."""
         llama = self._llama
-        same = 0
-        for cached, token in zip(llama._input_ids[: llama.n_tokens], prompt, strict=False):
-            if cached != token:
-                break
-            same += 1
-        same = min(same, len(prompt) - 1)
-        if same <= 0 or not llama._ctx.kv_cache_seq_rm(-1, same, -1):
+        # Sequence 0 holds exactly input_ids[:n_tokens]: Llama.eval records every token it decodes,
+        # and a failed eval resets n_tokens.
+        keep = self._cache.prepare(0, as_tokens(llama.input_ids[: llama.n_tokens]), as_tokens(prompt))
+        # After a restore the sequence holds the entry's tokens, trimmed to the prompt's first `keep`.
+        llama.input_ids[:keep] = prompt[:keep]
+        llama.n_tokens = keep
+        if keep == 0:
             llama.reset()
-            llama._ctx.kv_cache_clear()
-            return list(prompt)
-        llama.n_tokens = same
-        return list(prompt[same:])
+        return list(prompt[keep:])
+
+    def close(self) -> None:
+        self._cache.clear()
 
     def _eval(self, tokens: list[int]) -> None:
         try:
@@ -141,7 +145,7 @@ class BatchedEngine:
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
         request = SlotRequest(
             prompt=job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, cancel=job.cancel,
-            deadline=job.deadline, grammar=job.grammar, top_logprobs=job.top_logprobs,
+            deadline=job.deadline, grammar=job.grammar, top_logprobs=job.top_logprobs, agent=job.agent,
         )
         self._scheduler.submit(request)
         try:

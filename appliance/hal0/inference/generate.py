@@ -98,6 +98,7 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
         deadline=task.deadline,
         grammar=compile_grammar(gbnf, "tools" if calls_tools(task) else "response_format") if gbnf else None,
         top_logprobs=task.logprobs,
+        agent=task.agent,
     )
     events = _text_events(llama, task, job, engine, stops, started, len(tokens))
     yield from _tool_events(events) if calls_tools(task) else events

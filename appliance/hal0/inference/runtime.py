@@ -32,6 +32,7 @@ from hal0.config.models import ModelConfig
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.engines import BatchedEngine, SingleEngine
 from hal0.inference.generate import LoadedModel, run, task_prompt
+from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
 from hal0.inference.task import Event, Finish, InvalidTask, Task
 from hal0.inference.templates import template_for
 from hal0.inference.threads import effective_threads
@@ -53,9 +54,14 @@ class RuntimeObserver(Protocol):
 
     def record_generation(self, model: str, prompt_tokens: int, generated_tokens: int, ttft: float | None) -> None: ...
 
+    def prompt_reuse(self, model: str, reuse: PromptReuse) -> None: ...
 
-class _StepReporter:
-    """Adapts the scheduler's per-step callback to the runtime's observer, naming the model."""
+    def prompt_cache_size(self, model: str, size: CacheSize) -> None: ...
+
+
+class _EngineReporter:
+    """Adapts the engines' reports (decode steps, prompt reuse, RAM cache size) to the runtime's
+    observer, naming the model."""
 
     def __init__(self, runtime: ModelRuntime) -> None:
         self._runtime = runtime
@@ -64,6 +70,16 @@ class _StepReporter:
         observer = self._runtime.observer
         if observer is not None:
             observer.decode_step(self._runtime.id, generated, batch_tokens)
+
+    def prompt_reuse(self, reuse: PromptReuse) -> None:
+        observer = self._runtime.observer
+        if observer is not None:
+            observer.prompt_reuse(self._runtime.id, reuse)
+
+    def prompt_cache_size(self, size: CacheSize) -> None:
+        observer = self._runtime.observer
+        if observer is not None:
+            observer.prompt_cache_size(self._runtime.id, size)
 
 
 class LoadState(enum.StrEnum):
@@ -141,6 +157,7 @@ class ModelRuntime:
         self._slot_sem = asyncio.Semaphore(self.slots)
         self._requests = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"hal0-{config.id}-req") if self.slots > 1 else None
         self._scheduler: BatchScheduler | None = None
+        self._single: SingleEngine | None = None
 
     @property
     def id(self) -> str:
@@ -181,9 +198,13 @@ class ModelRuntime:
             raise FileNotFoundError(f"model file not found: {self.config.path}")
         kwargs = llama_kwargs(self.config, self._verbose, self.n_threads)
         seed = self.config.seed if self.config.seed >= 0 else None
+        # The prompt cache is made with the engine, over its context: a new load starts it empty.
+        cache_bytes = self.config.prompt_cache_mib * MIB
         if self.slots == 1:
             llama = Llama(**kwargs)
-            self._loaded = LoadedModel(llama, template_for(llama), SingleEngine(llama, seed))
+            engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self))
+            self._single = engine
+            self._loaded = LoadedModel(llama, template_for(llama), engine)
             return llama
         # The Llama serves tokenizer, metadata and chat template; the scheduler's own context
         # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
@@ -197,7 +218,9 @@ class ModelRuntime:
             n_batch=self.config.n_batch,
             n_ubatch=self.config.n_ubatch,
             default_seed=self.config.seed if self.config.seed >= 0 else None,
-            observer=_StepReporter(self),
+            prompt_cache_bytes=cache_bytes,
+            observer=_EngineReporter(self),
+            prompt_observer=_EngineReporter(self),
         )
         self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler))
         return llama
@@ -207,17 +230,17 @@ class ModelRuntime:
             for _ in range(self.slots):  # wait for every running request to end
                 await self._slot_sem.acquire()
             try:
-                llama, embedder, scheduler = self._llama, self._embedder, self._scheduler
-                self._llama = self._embedder = self._scheduler = self._loaded = None
+                llama, embedder, scheduler, single = self._llama, self._embedder, self._scheduler, self._single
+                self._llama = self._embedder = self._scheduler = self._single = self._loaded = None
                 self.state = LoadState.UNLOADED
-                await asyncio.get_running_loop().run_in_executor(self._executor, _close, scheduler, llama, embedder)
+                await asyncio.get_running_loop().run_in_executor(self._executor, _close, single, scheduler, llama, embedder)
             finally:
                 for _ in range(self.slots):
                     self._slot_sem.release()
 
     def close(self) -> None:
-        _close(self._scheduler, self._llama, self._embedder)
-        self._llama = self._embedder = self._scheduler = self._loaded = None
+        _close(self._single, self._scheduler, self._llama, self._embedder)
+        self._llama = self._embedder = self._scheduler = self._single = self._loaded = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._requests is not None:
             self._requests.shutdown(wait=False, cancel_futures=True)
