@@ -338,15 +338,18 @@ class BatchScheduler:
             request.out.put((kind, value))
 
 
-# A slot whose common prefix with the prompt is below this share of the prompt is not worth taking
-# over an empty one (llama-server's --slot-prompt-similarity default): every prompt shares its
-# first token (BOS) with every slot, and taking a slot destroys (or saves) what it holds.
+# A slot serving less than this share of the prompt is not chosen for its prefix (llama-server's
+# --slot-prompt-similarity default): every prompt shares its first token (BOS) with every slot.
 _MIN_PREFIX_SHARE = 0.1
 
 
 def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, agent: str | None) -> _Slot | None:
     """The idle slot for `prompt`: the one holding this agent's last sequence, else the one serving
-    the longest prefix of it, else an empty one, else the least recently used; None if all are busy."""
+    the longest prefix of it, else an empty one, else the least recently used; None if all are busy.
+
+    A slot chosen for its prefix loses the rest of what it holds (to the RAM cache, or for good), so
+    an empty slot goes first unless the prefix is at least half of what that slot holds.
+    """
     idle = [slot for slot in slots if slot.request is None]
     if not idle:
         return None
@@ -354,10 +357,10 @@ def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, a
         own = [slot for slot in idle if slot.agent == agent and slot.tokens]
         if own:
             return max(own, key=lambda slot: slot.used)
+    empty = next((slot for slot in idle if not slot.tokens), None)
     served = [(cache.usable(slot.seq, as_tokens(slot.tokens), prompt), slot) for slot in idle if slot.tokens]
     if served:
         same, best = max(served, key=lambda pair: (pair[0], pair[1].used))
-        if same > 1 and same >= _MIN_PREFIX_SHARE * len(prompt):
+        if same > 1 and same >= _MIN_PREFIX_SHARE * len(prompt) and (empty is None or 2 * same >= len(best.tokens)):
             return best
-    empty = next((slot for slot in idle if not slot.tokens), None)
     return empty or min(idle, key=lambda slot: slot.used)
