@@ -158,6 +158,17 @@ class BatchScheduler:
             raise ValueError("the prompt is empty")
         self._inbox.put(request)
 
+    def wait_freed(self, request: SlotRequest) -> None:
+        """Block until the scheduler has ended `request` (its reader set `done` or `cancel`), reading
+        away the tokens it still sent; returns at once if the scheduler has stopped."""
+        while self._thread.is_alive():
+            try:
+                kind, _ = request.out.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if kind in (END, ERROR):
+                return
+
     def close(self) -> None:
         self._closing = True
         self._inbox.put(None)

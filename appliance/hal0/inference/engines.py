@@ -148,18 +148,25 @@ class BatchedEngine:
             deadline=job.deadline, grammar=job.grammar, top_logprobs=job.top_logprobs, agent=job.agent,
         )
         self._scheduler.submit(request)
+        ended = False
         try:
             while True:
                 kind, value = request.out.get()
                 if kind == END:
+                    ended = True
                     job.finish = value
                     return
                 if kind == ERROR:
+                    ended = True
                     raise GenerationFailed(str(value)) from value
                 if job.first_token_at is None:
                     job.first_token_at = request.first_token_at or time.perf_counter()
                 yield value
         finally:
-            request.done = True  # the reader stopped (stop string, client gone): free the slot
+            if not ended:
+                # The reader stopped (stop string, client gone): free the slot, and wait until it is
+                # free, so the next request (this agent's next turn, say) finds it idle, with its KV.
+                request.done = True
+                self._scheduler.wait_freed(request)
 
 

@@ -18,8 +18,9 @@ loaded model instance (one llama.cpp context): an unload or a reload drops it wi
 
 Sliding-window attention (Gemma 3's local layers): without `swa_full` llama.cpp keeps only the last
 window (plus a micro-batch) of positions of those layers, so a prefix much shorter than what the
-sequence holds may be gone. `usable_prefix` checks, as llama-server does, that the cells the next
-position attends to are still there, and a prefix that fails is not reused.
+sequence holds may be gone, and a restored state keeps only the window before its last position.
+`usable_prefix` checks, as llama-server does, that the cells the next position attends to are still
+there, and a prefix that fails is not reused.
 """
 
 from __future__ import annotations
@@ -90,10 +91,18 @@ def usable_prefix(held: numpy.ndarray, prompt: numpy.ndarray, pos_min: int, n_sw
     same = min(common_prefix(held, prompt), len(prompt) - 1)
     if same <= 0:
         return 0
-    # The token at position `same` attends to positions above same - n_swa: they must still be cached.
-    if n_swa > 0 and pos_min > max(0, same - n_swa):
+    # The token at position `same` attends to the cells p with same - p < n_swa (llama.cpp's
+    # is_masked_swa), so the lowest it needs is same - n_swa + 1; cells are held from pos_min up.
+    # (Chunked windows need no more: their chunk starts at or below that position.)
+    if n_swa > 0 and pos_min > max(0, same - n_swa + 1):
         return 0
     return same
+
+
+def restored_pos_min(tokens: int, pos_min: int, n_swa: int) -> int:
+    """The lowest position a saved state holds once restored: llama.cpp drops the cells of
+    sliding-window layers that the state's last position no longer attends to."""
+    return max(pos_min, tokens - n_swa) if n_swa > 0 else pos_min
 
 
 @dataclass(eq=False)
@@ -101,17 +110,18 @@ class _Entry:
     tokens: numpy.ndarray  # exactly the tokens whose KV the state holds
     state: Any  # ctypes uint8 array from llama_state_seq_get_data
     size: int
-    pos_min: int  # the sequence's lowest cached position when it was saved
+    pos_min: int  # the lowest position it holds once restored (see restored_pos_min)
 
 
 class RamCache:
     """Sequence states in host RAM, keyed by their tokens; least recently saved evicted first."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, n_swa: int = 0) -> None:
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         self.limit_bytes = limit_bytes
+        self.n_swa = n_swa
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # by id(entry), oldest first
         self.bytes = 0
 
@@ -123,11 +133,11 @@ class RamCache:
     def size(self) -> CacheSize:
         return CacheSize(self.bytes, len(self._entries))
 
-    def best(self, prompt: numpy.ndarray, better_than: int, n_swa: int) -> tuple[_Entry, int] | None:
+    def best(self, prompt: numpy.ndarray, better_than: int) -> tuple[_Entry, int] | None:
         """The entry serving the longest prefix of `prompt`, if longer than `better_than`, and that length."""
         found: tuple[_Entry, int] | None = None
         for entry in self._entries.values():
-            same = usable_prefix(entry.tokens, prompt, entry.pos_min, n_swa)
+            same = usable_prefix(entry.tokens, prompt, entry.pos_min, self.n_swa)
             if same > (found[1] if found else better_than):
                 found = (entry, same)
         return found
@@ -151,7 +161,7 @@ class RamCache:
         if written != size:
             log.warning("prompt cache: saving sequence %d wrote %d of %d bytes; not cached", seq, written, size)
             return False
-        entry = _Entry(tokens.copy(), state, size, pos_min)
+        entry = _Entry(tokens.copy(), state, size, restored_pos_min(len(tokens), pos_min, self.n_swa))
         self._entries[id(entry)] = entry
         self.bytes += size
         return True
@@ -187,7 +197,7 @@ class PromptCache:
         self._ctx = ctx
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.n_swa = int(llama_cpp.llama_model_n_swa(model))
-        self.ram = RamCache(limit_bytes)
+        self.ram = RamCache(limit_bytes, self.n_swa)
         self._observer = observer
 
     def pos_min(self, seq: int) -> int:
@@ -213,7 +223,7 @@ class PromptCache:
         # Only a sequence that is empty or would lose content asks the RAM cache: one the prompt
         # extends already serves all the prompt's past.
         if self.ram.enabled and keep < len(prompt) - 1 and (lost > 0 or not len(held)):
-            found = self.ram.best(prompt, keep, self.n_swa)
+            found = self.ram.best(prompt, keep)
             lookup = "hit" if found else "miss"
             if found:
                 lost = len(held)  # a restore replaces all of it
@@ -222,10 +232,9 @@ class PromptCache:
         if found:
             entry, same = found
             llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-            if self.ram.restore(self._ctx, entry, seq):
-                held, keep = entry.tokens, same
-            else:
-                held, keep = held[:0], 0
+            # What the restore really kept decides, whatever was expected of it.
+            restored = self.ram.restore(self._ctx, entry, seq)
+            keep = same if restored and usable_prefix(entry.tokens, prompt, self.pos_min(seq), self.n_swa) == same else 0
         if keep == 0 or not llama_cpp.llama_memory_seq_rm(memory, seq, keep, -1):
             # Removing a whole sequence never fails; a partial removal may (recurrent models).
             llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)

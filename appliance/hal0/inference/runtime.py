@@ -122,6 +122,10 @@ def llama_kwargs(config: ModelConfig, verbose: bool, threads: int) -> dict[str, 
         "use_mlock": config.use_mlock,
         "chat_format": config.chat_format,
         "verbose": verbose,
+        # Sliding-window layers (Gemma 3) keep only their window of KV, as in llama-server: a full-size
+        # cache would attend over every cell of the context on those layers too. The prompt cache
+        # checks that a reused prefix still has the cells it needs (prompt_cache.usable_prefix).
+        "swa_full": False,
     }
     if config.seed >= 0:
         kwargs["seed"] = config.seed

@@ -3,6 +3,10 @@
 It is a llama-architecture model with random weights and a byte-fallback SentencePiece vocabulary:
 llama.cpp loads it, tokenizes any text, and generates (nonsense) tokens at high speed. A few hundred
 KB, made in milliseconds, identical for a given seed, so CI and the lab never download weights.
+
+With `sliding_window` it is a Gemma 3 architecture model instead, whose layers attend only to that
+many positions (as Gemma 3's local layers do): llama.cpp then keeps only a window of their KV, which
+is what the prompt cache must check before it reuses a prefix.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def write_test_model(
     n_ff: int = 128,
     n_ctx: int = 2048,
     seed: int = 0,
+    sliding_window: int | None = None,
 ) -> Path:
     """Write the model to `path` and return it."""
     import gguf  # imported here: only this command needs it
@@ -55,7 +60,8 @@ def write_test_model(
     def weights(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.08).astype(np.float32)
 
-    writer = gguf.GGUFWriter(str(target), "llama")
+    gemma = sliding_window is not None
+    writer = gguf.GGUFWriter(str(target), "gemma3" if gemma else "llama")
     writer.add_name("hal0-test-model")
     writer.add_context_length(n_ctx)
     writer.add_embedding_length(n_embd)
@@ -65,6 +71,10 @@ def write_test_model(
     writer.add_head_count_kv(n_head)
     writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
+    if gemma:
+        writer.add_key_length(n_embd // n_head)
+        writer.add_value_length(n_embd // n_head)
+        writer.add_sliding_window(sliding_window)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
@@ -83,6 +93,11 @@ def write_test_model(
         writer.add_tensor(f"{prefix}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
             writer.add_tensor(f"{prefix}.{name}.weight", weights(n_embd, n_embd))
+        if gemma:
+            for name in ("attn_q_norm", "attn_k_norm"):
+                writer.add_tensor(f"{prefix}.{name}.weight", np.ones(n_embd // n_head, dtype=np.float32))
+            for name in ("post_attention_norm", "post_ffw_norm"):
+                writer.add_tensor(f"{prefix}.{name}.weight", np.ones(n_embd, dtype=np.float32))
         writer.add_tensor(f"{prefix}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         writer.add_tensor(f"{prefix}.ffn_gate.weight", weights(n_ff, n_embd))
         writer.add_tensor(f"{prefix}.ffn_up.weight", weights(n_ff, n_embd))

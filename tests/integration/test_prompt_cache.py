@@ -1,0 +1,254 @@
+"""The prompt cache on the real engines (issue 16): greedy output with it is the output without it.
+
+Each case runs both engines in-process on the tiny F32 model, the one-at-a-time SingleEngine and the
+BatchScheduler with two slots, and compares every output with a fresh run: a new context (batched)
+or a freshly cleared sequence (single), with no cache at all. The engines' reports (PromptReuse)
+show that the cache really served the prompts, so no case can pass by never using it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hal0.inference.batching import BatchScheduler
+from hal0.inference.engines import BatchedEngine, SingleEngine, TokenJob
+from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
+from hal0.inference.sampling import Sampling
+from hal0.inference.test_model import write_test_model
+from llama_cpp import Llama
+
+# Greedy, never ending the turn and never emitting bytes >= 0x80 (see test_serving_behaviour.NO_EOS).
+GREEDY = Sampling(temperature=0, logit_bias={2: -100, 4: -100, **{5 + byte: -100 for byte in range(128, 256)}})
+SLOT_CTX = 512
+BATCH = 64  # small batches: prompts span several chunks, as long prompts do on a real model
+
+
+@dataclass
+class Reports:
+    """What an engine told its observer."""
+
+    reuse: list[PromptReuse] = field(default_factory=list)
+    sizes: list[CacheSize] = field(default_factory=list)
+
+    def prompt_reuse(self, reuse: PromptReuse) -> None:
+        self.reuse.append(reuse)
+
+    def prompt_cache_size(self, size: CacheSize) -> None:
+        self.sizes.append(size)
+
+    def decode_step(self, generated: int, batch_tokens: int) -> None:
+        pass
+
+    @property
+    def last(self) -> PromptReuse:
+        return self.reuse[-1]
+
+    @property
+    def hits(self) -> int:
+        return sum(1 for reuse in self.reuse if reuse.ram == "hit")
+
+
+def _llama(path: Path, n_ctx: int) -> Llama:
+    return Llama(str(path), n_ctx=n_ctx, n_batch=BATCH, n_ubatch=BATCH, n_threads=1, swa_full=False, verbose=False)
+
+
+@dataclass
+class Rig:
+    """One engine under test, its reports, and fresh-run references for the same engine kind."""
+
+    kind: str
+    engine: SingleEngine | BatchedEngine
+    reports: Reports
+    reference: Callable[[list[int], int], list[int]]
+    tokenize: Callable[[str], list[int]]
+
+    def run(self, prompt: list[int], tokens: int = 12, agent: str | None = None, job: TokenJob | None = None) -> list[int]:
+        job = job or TokenJob(prompt=prompt, max_tokens=tokens, sampling=GREEDY, cancel=threading.Event(), agent=agent)
+        return [sampled.token for sampled in self.engine.generate(job)]
+
+    def same_as_fresh(self, prompt: list[int], tokens: int = 12, agent: str | None = None) -> list[int]:
+        got = self.run(prompt, tokens, agent)
+        assert got == self.reference(prompt, tokens), f"{self.kind}: cached output differs from a fresh run"
+        return got
+
+
+def _rig(kind: str, model: Path, cache_mib: int) -> Iterator[Rig]:
+    reports = Reports()
+    tokenizer = _llama(model, 64)
+    closers: list[Callable[[], None]] = [tokenizer.close]
+    if kind == "single":
+        llama = _llama(model, SLOT_CTX)
+        engine: SingleEngine | BatchedEngine = SingleEngine(llama, None, cache_mib * MIB, reports)
+        fresh = _llama(model, SLOT_CTX)
+        closers += [llama.close, fresh.close]
+
+        def reference(prompt: list[int], tokens: int) -> list[int]:
+            fresh.reset()  # n_tokens 0: the new engine clears the sequence and reads everything
+            job = TokenJob(prompt=prompt, max_tokens=tokens, sampling=GREEDY, cancel=threading.Event())
+            return [sampled.token for sampled in SingleEngine(fresh, None).generate(job)]
+    else:
+        scheduler = BatchScheduler(tokenizer, n_slots=2, slot_ctx=SLOT_CTX, n_batch=BATCH, n_ubatch=BATCH, default_seed=None,
+                                   prompt_cache_bytes=cache_mib * MIB, observer=reports, prompt_observer=reports)
+        engine = BatchedEngine(scheduler)
+        closers.insert(0, scheduler.close)
+
+        def reference(prompt: list[int], tokens: int) -> list[int]:
+            fresh = BatchScheduler(tokenizer, n_slots=2, slot_ctx=SLOT_CTX, n_batch=BATCH, n_ubatch=BATCH, default_seed=None)
+            try:
+                job = TokenJob(prompt=prompt, max_tokens=tokens, sampling=GREEDY, cancel=threading.Event())
+                return [sampled.token for sampled in BatchedEngine(fresh).generate(job)]
+            finally:
+                fresh.close()
+
+    def tokenize(text: str) -> list[int]:
+        return tokenizer.tokenize(text.encode(), add_bos=True)
+
+    yield Rig(kind, engine, reports, reference, tokenize)
+    for close in closers:
+        close()
+
+
+@pytest.fixture(params=["single", "batched"])
+def rig(request: pytest.FixtureRequest, tiny_model: Path) -> Iterator[Rig]:
+    yield from _rig(request.param, tiny_model, cache_mib=64)
+
+
+@pytest.fixture(params=["single", "batched"])
+def rig_without_ram(request: pytest.FixtureRequest, tiny_model: Path) -> Iterator[Rig]:
+    yield from _rig(request.param, tiny_model, cache_mib=0)
+
+
+def persona(agent: str) -> str:
+    """A system prompt of its own per agent (~150 tokens on the tiny model), as the issue's workload has."""
+    return f"You are agent {agent}. " + f"hello world the model hal0 {agent} " * 8
+
+
+def test_interleaved_agents_beyond_the_slots_are_saved_and_restored(rig: Rig) -> None:
+    # Three agents over two slots (one for parallel: 1), three turns each with growing history: each
+    # returning agent finds its slot taken by another and must come back from the RAM cache.
+    history = {agent: persona(agent) for agent in "ABC"}
+    for turn in range(3):
+        for agent in "ABC":
+            history[agent] += f" user {turn}: the {agent} world?"
+            prompt = rig.tokenize(history[agent])
+            reply = rig.same_as_fresh(prompt, agent=agent)
+            if turn > 0:
+                assert rig.reports.last.cached > len(rig.tokenize(persona(agent))), rig.reports.last
+            history[agent] += f" reply {len(reply)}."  # text of our own, as a client's history would be
+    assert rig.reports.hits >= 3, rig.reports.reuse
+    assert rig.reports.sizes[-1].entries >= 1 and rig.reports.sizes[-1].bytes > 0
+
+
+def test_without_the_ram_cache_only_the_slots_serve(rig_without_ram: Rig) -> None:
+    rig = rig_without_ram
+    prompts = {agent: rig.tokenize(persona(agent) + " question") for agent in "ABC"}
+    for agent in "ABCA":
+        rig.same_as_fresh(prompts[agent], agent=agent)
+    assert all(reuse.ram is None for reuse in rig.reports.reuse)
+    assert not rig.reports.sizes or rig.reports.sizes[-1] == CacheSize(0, 0)
+    if rig.kind == "single":  # its one sequence went to B, then C: only the words all share remain
+        assert rig.reports.last.cached < 24
+
+
+def test_a_partial_prefix_is_reused_and_the_rest_decoded(rig: Rig) -> None:
+    base = rig.tokenize(persona("P") + " first question about the model")
+    rig.same_as_fresh(base)
+    cut = len(base) - 40  # most of it: a slot keeping less than half would lose to an empty one
+    branch = base[:cut] + rig.tokenize(" a different ending")[1:]
+    shared = next(index for index, (old, new) in enumerate(zip(base, branch, strict=False)) if old != new)
+    assert shared >= cut
+    rig.same_as_fresh(branch)
+    assert rig.reports.last.cached == shared and rig.reports.last.computed == len(branch) - shared
+
+
+def test_a_whole_prompt_match_reevaluates_only_the_last_token(rig: Rig) -> None:
+    prompt = rig.tokenize(persona("W") + " same again")
+    first = rig.same_as_fresh(prompt)
+    assert rig.run(prompt) == first
+    assert (rig.reports.last.cached, rig.reports.last.computed) == (len(prompt) - 1, 1)
+
+
+def test_a_restore_serves_the_longest_saved_prefix(rig: Rig) -> None:
+    prompts = {agent: rig.tokenize(persona(agent) + " opening") for agent in "XYZ"}
+    for agent in "XYZ":
+        rig.run(prompts[agent], agent=agent)
+    # X's state was pushed out of the slots (by Y, then Z) and saved; its next turn restores it.
+    follow_up = prompts["X"] + rig.tokenize(" and a follow-up")[1:]
+    rig.same_as_fresh(follow_up, agent="X")
+    assert rig.reports.last.ram == "hit", rig.reports.reuse
+    assert rig.reports.last.cached >= len(prompts["X"])
+
+
+@pytest.mark.parametrize("stop", ["cancel", "deadline", "reader"])
+def test_a_stopped_request_leaves_exactly_what_it_decoded(rig: Rig, stop: str) -> None:
+    prompt = rig.tokenize(persona("S") + " go on")
+    cancel = threading.Event()
+    job = TokenJob(prompt=prompt, max_tokens=200, sampling=GREEDY, cancel=cancel)
+    got: list[int] = []
+    if stop == "deadline":  # past already: it ends at its first check, the prompt read or not
+        job.deadline = time.perf_counter() - 1
+    tokens = rig.engine.generate(job)
+    for sampled in tokens:
+        got.append(sampled.token)
+        if len(got) == 5:
+            if stop == "reader":
+                break  # the reader stops (a stop string matched, the client went away)
+            cancel.set()
+    tokens.close()
+    assert job.finish == {"cancel": "cancelled", "deadline": "timeout", "reader": "stop"}[stop]
+    assert len(got) < 200 and (stop == "deadline") == (len(got) == 0)
+    # The continuation a client sends next: what it received, and more.
+    continuation = prompt + got + rig.tokenize(" then")[1:]
+    rig.same_as_fresh(continuation)
+    if stop != "deadline":
+        assert rig.reports.last.cached >= len(prompt) + len(got) - 1
+
+
+def test_a_request_cancelled_before_its_first_token(rig: Rig) -> None:
+    prompt = rig.tokenize(persona("C") + " never mind")
+    cancel = threading.Event()
+    cancel.set()
+    assert rig.run(prompt, job=TokenJob(prompt=prompt, max_tokens=20, sampling=GREEDY, cancel=cancel)) == []
+    rig.same_as_fresh(prompt + rig.tokenize(" again")[1:])
+
+
+def test_prompts_at_the_context_limit(rig: Rig) -> None:
+    text = persona("L") + " " + "the model " * 200
+    prompt = rig.tokenize(text)[: SLOT_CTX - 8]
+    long = rig.same_as_fresh(prompt, tokens=100)
+    assert len(long) == 8  # the context, not max_tokens, ended it
+    # The slot is full to its last cell; prompts one short of the context reuse it, or part of it.
+    rig.same_as_fresh(prompt + long[:6], tokens=100)
+    assert rig.reports.last.cached >= len(prompt)
+    rig.same_as_fresh(prompt[:300] + long[:6], tokens=5)
+    assert rig.reports.last.cached >= 300
+
+
+@pytest.fixture(scope="module")
+def swa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_test_model(tmp_path_factory.mktemp("models") / "swa.gguf", sliding_window=16)
+
+
+@pytest.mark.parametrize("kind", ["single", "batched"])
+def test_sliding_window_layers_reuse_only_what_they_still_hold(kind: str, swa_model: Path) -> None:
+    # llama.cpp keeps a window of 256 cells (16 + the micro-batch, padded) of the sliding-window
+    # layers of a sequence, and a restored state only the 16 its last position attends to: a prefix
+    # whose cells are gone must be read again, and one whose cells are there is reused.
+    for rig in _rig(kind, swa_model, cache_mib=64):
+        long = rig.tokenize("hello world the model " * 18)
+        assert len(long) > 300
+        first = rig.same_as_fresh(long)
+        rig.same_as_fresh(long[:100] + rig.tokenize(" a b c hal0")[1:])
+        assert rig.reports.last.cached == 0  # positions 85-99 are no longer held
+        rig.same_as_fresh(rig.tokenize("zz " * 40))  # pushes the long sequence into the RAM cache
+        whole = long + first[:-1]  # exactly what the long request left in its sequence
+        rig.same_as_fresh(whole)
+        assert rig.reports.last.ram == "hit" and rig.reports.last.cached == len(whole) - 1, rig.reports.reuse
+        # The restored state holds only the window before its end: trimming it further is refused.
+        rig.same_as_fresh(long + rig.tokenize(" more")[1:])
+        assert rig.reports.last.cached < 100  # (another slot may serve the first tokens)
