@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.engines import BatchedEngine, SingleEngine, TokenJob
@@ -21,6 +22,9 @@ from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
 from hal0.inference.sampling import Sampling
 from hal0.inference.test_model import write_test_model
 from llama_cpp import Llama
+
+from tests.conftest import Server
+from tests.integration.test_serving_behaviour import NO_EOS, metric
 
 # Greedy, never ending the turn and never emitting bytes >= 0x80 (see test_serving_behaviour.NO_EOS).
 GREEDY = Sampling(temperature=0, logit_bias={2: -100, 4: -100, **{5 + byte: -100 for byte in range(128, 256)}})
@@ -252,3 +256,58 @@ def test_sliding_window_layers_reuse_only_what_they_still_hold(kind: str, swa_mo
         # The restored state holds only the window before its end: trimming it further is refused.
         rig.same_as_fresh(long + rig.tokenize(" more")[1:])
         assert rig.reports.last.cached < 100  # (another slot may serve the first tokens)
+
+
+# --- through `hal0 serve`: metrics, /v1/models, the Models tab, a model that changes -------------
+
+
+def _complete(server: Server, prompt: str, agent: str) -> str:
+    body = {"prompt": prompt, "max_tokens": 8, "temperature": 0, "logit_bias": NO_EOS}
+    response = httpx.post(f"{server.url}/v1/completions", json=body, headers={"X-hal0-Agent": agent}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+def _tiny(path: Path, **fields: object) -> dict[str, object]:
+    return {"id": "tiny", "path": str(path), "default": True, "n_ctx": 2048, "n_threads": 1, "prompt_cache_mib": 16, **fields}
+
+
+def test_metrics_models_and_dashboard_show_the_cache(start_server: Callable[..., Server], tiny_model: Path) -> None:
+    server = start_server(models=[_tiny(tiny_model, parallel=2)])
+    history = {agent: persona(agent) for agent in "abc"}
+    for turn in range(2):
+        for agent in "abc":  # three agents, two slots: the RAM cache saves and restores
+            history[agent] += f" turn {turn}." + _complete(server, history[agent] + f" turn {turn}.", agent)
+    cached, computed = metric(server, 'hal0_prompt_tokens_cached_total{model="tiny"}'), metric(server, 'hal0_prompt_tokens_computed_total{model="tiny"}')
+    assert cached > 0 and computed > 0
+    assert metric(server, 'hal0_prompt_cache_hits_total{model="tiny"}') >= 1
+    assert metric(server, 'hal0_prompt_cache_misses_total{model="tiny"}') >= 1
+    assert metric(server, 'hal0_prompt_cache_ram_bytes{model="tiny"}') > 0
+    assert metric(server, 'hal0_prompt_cache_ram_entries{model="tiny"}') >= 1
+    listed = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["prompt_cache"]
+    assert listed["hit_ratio"] == pytest.approx(cached / (cached + computed))
+    assert listed["cached_tokens"] == cached and listed["ram_hits"] >= 1
+    fragment = httpx.get(f"{server.url}/ui/fragments/models", timeout=10).text
+    assert f"{round(100 * cached / (cached + computed))}% hit" in fragment
+
+
+def test_the_cache_goes_with_the_model_instance(start_server: Callable[..., Server], tiny_model: Path, tmp_path: Path) -> None:
+    # keep_alive unloads the model; the file at its path is replaced by another model meanwhile. The
+    # next load starts with an empty cache: nothing computed by the old weights serves the new ones.
+    path = tmp_path / "swapped.gguf"
+    path.write_bytes(tiny_model.read_bytes())
+    server = start_server(models=[_tiny(path, keep_alive="1s")])
+    prompt = persona("k") + " question"
+    old = _complete(server, prompt, "k")
+    assert _complete(server, prompt, "k") == old
+    cached = metric(server, 'hal0_prompt_tokens_cached_total{model="tiny"}')
+    assert cached > 0  # the second request was served by the first one's KV
+    deadline = time.monotonic() + 20
+    while metric(server, 'hal0_model_state{model="tiny",state="unloaded"}') != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, 'hal0_model_state{model="tiny",state="unloaded"}') == 1
+    assert metric(server, 'hal0_prompt_cache_ram_bytes{model="tiny"}') == 0
+    write_test_model(path, seed=1)
+    new = _complete(server, prompt, "k")
+    assert new != old
+    assert metric(server, 'hal0_prompt_tokens_cached_total{model="tiny"}') == cached
