@@ -106,6 +106,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e "appliance[test,demo,bench]"
 	$(VENV)/bin/python -m tests.bench.bench_inference
 	$(VENV)/bin/python -m tests.bench.bench_peers
+	$(VENV)/bin/python -m tests.bench.bench_agents
 	$(VENV)/bin/python -m tests.bench.bench_load
 	$(VENV)/bin/python tests/bench/bench_memory.py
 	$(VENV)/bin/python -m tests.bench.bench_lifecycle

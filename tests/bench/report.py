@@ -81,6 +81,21 @@ def load_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def agents_section(data: dict[str, Any]) -> list[str]:
+    lines = ["## Agent workload: returning agents and the prompt cache (bench_agents)", ""]
+    for entry in data["models"]:
+        peer = "llama-server" if entry.get("llama_server") else "llama-server not built (image/llama-server): no peer"
+        lines += [f"### {entry['model']}: {entry['agents']} agents ({entry['beyond_agents']} beyond the slots) on {entry['slots']} slots, "
+                  f"{entry['turns']} turns, {entry['reply_tokens']}-token replies, {peer}", "",
+                  "| run | side | cold TTFT ms | returning TTFT ms | returning / cold | wall s |", "| --- | --- | --- | --- | --- | --- |"]
+        for run, sides in entry["runs"].items():
+            for side in sides:
+                lines.append(f"| {run} | {side['side']} | {side['cold_ttft_ms']:.0f} | {side['returning_ttft_ms']:.0f} | "
+                             f"{side['returning_vs_cold']:.2f} | {side['wall_s']:.1f} |")
+        lines.append("")
+    return lines
+
+
 def main() -> Path:
     lines = ["# hal0 benchmark report", "", "Every number is measured in one run against a baseline in the same run. "
              "The machine is shared: compare ratios, not absolute speeds.", ""]
@@ -90,6 +105,9 @@ def main() -> Path:
     load = _load("bench_load")
     if load:
         lines += load_section(load)
+    agents = _load("bench_agents")
+    if agents:
+        lines += agents_section(agents)
     for extra in ("bench_batching", "bench_memory", "bench_lifecycle", "provisioning"):
         data = _load(extra)
         if data:

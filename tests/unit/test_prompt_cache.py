@@ -68,10 +68,17 @@ def _choose(slots: list[_Slot], prompt: list[int], agent: str | None = None) -> 
 PROMPT = list(range(100))
 
 
-def test_the_agents_own_slot_comes_first() -> None:
-    slots = [_slot(0, PROMPT[:90], "b", used=3), _slot(1, [0, 50, 51], "a", used=1), _slot(2, [])]
+def test_the_agents_own_slot_comes_first_when_the_prompt_continues_it() -> None:
+    slots = [_slot(0, PROMPT[:90], "b", used=3), _slot(1, [0, 1, 2, 50], "a", used=1), _slot(2, [])]
     assert _choose(slots, PROMPT, "a") == 1
     assert _choose(slots, PROMPT, "c") == 0  # anyone else: the longest prefix
+    assert _choose([_slot(0, PROMPT[:90], "b"), _slot(1, [0, 50], "a")], PROMPT, "a") == 0  # a new conversation
+
+
+def test_an_agent_that_must_displace_someone_displaces_itself() -> None:
+    slots = [_slot(0, [0, 7], "b", used=1), _slot(1, [0, 8], "a", used=5), _slot(2, [0, 9], "a", used=4)]
+    assert _choose(slots, PROMPT, "a") == 1  # its most recent slot, not b's least recently used one
+    assert _choose(slots, PROMPT, "c") == 0
 
 
 def test_then_the_longest_prefix_then_an_empty_slot_then_the_least_recently_used() -> None:

@@ -211,13 +211,17 @@ class BatchScheduler:
             if slot is None:  # admission is bounded by the slot count; never expected
                 request.out.put((ERROR, RuntimeError("no free slot")))
                 continue
-            self._start(slot, request, prompt)
+            try:
+                self._start(slot, request, prompt)
+            except Exception as error:  # this request ends, and its slot is cleared; the others go on
+                log.exception("starting a request in slot %d failed", slot.seq)
+                self._finish(slot, ERROR, error)
             idle = False
 
     def _start(self, slot: _Slot, request: SlotRequest, prompt: numpy.ndarray) -> None:
+        slot.request = request  # first: a failure below ends this request (see _admit)
         keep = self._cache.prepare(slot.seq, as_tokens(slot.tokens), prompt)
         self._admissions += 1
-        slot.request = request
         slot.agent = request.agent
         slot.used = self._admissions
         slot.tokens = list(request.prompt[:keep])
@@ -355,23 +359,25 @@ _MIN_PREFIX_SHARE = 0.1
 
 
 def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, agent: str | None) -> _Slot | None:
-    """The idle slot for `prompt`: the one holding this agent's last sequence, else the one serving
-    the longest prefix of it, else an empty one, else the least recently used; None if all are busy.
+    """The idle slot for `prompt`: the one holding this agent's last sequence when the prompt
+    continues it, else the one serving the longest prefix of it, else an empty one, else this
+    agent's own, else the least recently used; None if all are busy.
 
     A slot chosen for its prefix loses the rest of what it holds (to the RAM cache, or for good), so
-    an empty slot goes first unless the prefix is at least half of what that slot holds.
+    an empty slot goes first unless the prefix is at least half of what that slot holds; and an agent
+    that must displace someone displaces itself first. (Requests without X-hal0-Agent all carry the
+    default agent: the prefix rules, not identity, place them.)
     """
     idle = [slot for slot in slots if slot.request is None]
     if not idle:
         return None
-    if agent is not None:
-        own = [slot for slot in idle if slot.agent == agent and slot.tokens]
-        if own:
-            return max(own, key=lambda slot: slot.used)
+    own = max((slot for slot in idle if agent is not None and slot.agent == agent and slot.tokens), key=lambda slot: slot.used, default=None)
+    if own is not None and cache.usable(own.seq, as_tokens(own.tokens), prompt) > 1:
+        return own
     empty = next((slot for slot in idle if not slot.tokens), None)
     served = [(cache.usable(slot.seq, as_tokens(slot.tokens), prompt), slot) for slot in idle if slot.tokens]
     if served:
         same, best = max(served, key=lambda pair: (pair[0], pair[1].used))
         if same > 1 and same >= _MIN_PREFIX_SHARE * len(prompt) and (empty is None or 2 * same >= len(best.tokens)):
             return best
-    return empty or min(idle, key=lambda slot: slot.used)
+    return empty or own or min(idle, key=lambda slot: slot.used)

@@ -113,7 +113,11 @@ class SingleEngine:
         llama = self._llama
         # Sequence 0 holds exactly input_ids[:n_tokens]: Llama.eval records every token it decodes,
         # and a failed eval resets n_tokens.
-        keep = self._cache.prepare(0, as_tokens(llama.input_ids[: llama.n_tokens]), as_tokens(prompt))
+        try:
+            keep = self._cache.prepare(0, as_tokens(llama.input_ids[: llama.n_tokens]), as_tokens(prompt))
+        except Exception:
+            llama.reset()  # what the sequence holds is no longer known: the next eval clears it
+            raise
         # After a restore the sequence holds the entry's tokens, trimmed to the prompt's first `keep`.
         llama.input_ids[:keep] = prompt[:keep]
         llama.n_tokens = keep
