@@ -8,7 +8,7 @@ their ratio, and the wall time of the whole workload.
 
 Runs:
 - `agents`: the issue's workload, N agents on S slots (default 6 on 4), hal0 vs llama-server.
-- `beyond_slots`: more agents than slots (default 3 x S), hal0 with the RAM prompt cache and without
+- `beyond_slots`: more agents than slots (default 2 x S), hal0 with the RAM prompt cache and without
   it (`prompt_cache_mib: 0`), and llama-server (its --cache-ram default).
 - `chat`: the issue's workload through hal0's /v1/chat/completions (the template applied by hal0).
 
@@ -121,7 +121,9 @@ def run_workload(url: str, model: str, personas: list[str], turns: int, reply_to
         history = personas[agent]
         messages: list[dict[str, str]] = [{"role": "system", "content": personas[agent]}]
         try:
-            with httpx.Client(base_url=url, timeout=600) as client:
+            # A connection per request, on both sides: llama-server's HTTP library drops idle keep-alive
+            # connections at times, just as a client reuses one ("Server disconnected").
+            with httpx.Client(base_url=url, timeout=600, limits=httpx.Limits(max_keepalive_connections=0)) as client:
                 for turn in range(turns):
                     question = f"Question {turn}: what is the next {WORDS[(agent + turn) % len(WORDS)]} entry?"
                     common = {"model": model, "max_tokens": reply_tokens, "temperature": 0, "seed": 1}
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--reply-tokens", type=int, default=24)
     parser.add_argument("--system-tokens", type=int, default=1100)
-    parser.add_argument("--beyond-factor", type=int, default=3, help="agents per slot in the beyond_slots run")
+    parser.add_argument("--beyond-factor", type=int, default=2, help="agents per slot in the beyond_slots run")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--model", type=Path, help="only this GGUF (default: the tiny model, and gemma3-270m when installed)")
     parser.add_argument("--llama-server", help="the llama-server binary (default: $HAL0_LLAMA_SERVER or image/llama-server's cache)")
