@@ -8,8 +8,8 @@ step over four sequences costs little more than over one: that is the throughput
 
 A finished request leaves its KV in its slot, and the slot records exactly which tokens that is
 (prompt tokens decoded, generated tokens fed back). A new request takes the slot that serves it
-best (see `choose_slot`: the agent's own, then the longest common prefix, then an empty one, then
-the least recently used) and decodes only what the slot does not already hold; the prompt cache
+best (`choose_slot`: the agent's own, the longest common prefix, an empty one, the least recently
+used) and decodes only what the slot does not already hold; the prompt cache
 (prompt_cache.py) trims the slot, and saves and restores slot states through host RAM.
 
 Requests talk to the scheduler through queues only. A request submits a `SlotRequest` and reads

@@ -52,7 +52,8 @@ class Engine(Protocol):
         ...
 
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
-        """Yield the job's tokens; closing the iterator early frees the sequence at once."""
+        """Yield the job's tokens; closing the iterator early ends the job at once (the sequence
+        keeps what it decoded, for the next prompt that begins the same way)."""
         ...
 
 

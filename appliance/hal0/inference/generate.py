@@ -138,7 +138,7 @@ def _text_events(
             if stopped:
                 break
     finally:
-        tokens.close()  # frees the sequence at once, whoever stops reading
+        tokens.close()  # ends the job at once (frees its slot), whoever stops reading
     reason = "stop" if stopped or job.finish in ("stop", "timeout") else job.finish
     if reason != "cancelled":
         rest = text.flush() + (task.suffix or "")
