@@ -157,9 +157,12 @@ def summarise(turns: list[Turn], wall: float) -> dict[str, Any]:
     returning = [turn.ttft_s for turn in turns if turn.turn > 0]
     cold_p50 = statistics.median(cold)
     returning_p50 = statistics.median(returning) if returning else float("nan")
+    # After the first token: how fast replies stream while the other agents share the machine.
+    per_token = [(turn.total_s - turn.ttft_s) / (turn.tokens - 1) for turn in turns if turn.tokens > 1]
     return {"cold_ttft_ms": cold_p50 * 1000, "returning_ttft_ms": returning_p50 * 1000,
             "returning_vs_cold": returning_p50 / cold_p50, "wall_s": wall, "requests": len(turns),
-            "generated_tokens": sum(turn.tokens for turn in turns)}
+            "generated_tokens": sum(turn.tokens for turn in turns),
+            "inter_token_ms": statistics.median(per_token) * 1000 if per_token else float("nan")}
 
 
 def _hal0_metrics(url: str) -> dict[str, float]:
@@ -233,14 +236,14 @@ def bench_model(model: Path, label: str, server: Path | None, args: argparse.Nam
 def print_model(entry: dict[str, Any]) -> None:
     print(f"\n{entry['model']}: {entry['agents']} agents ({entry['beyond_agents']} beyond the slots) on {entry['slots']} slots x "
           f"{entry['slot_ctx']}, {entry['turns']} turns, {entry['reply_tokens']}-token replies, ~{entry['system_tokens']}-token personas")
-    print("| run | side | cold TTFT ms | returning TTFT ms | returning/cold | wall s | cached/computed tokens |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | side | cold TTFT ms | returning TTFT ms | returning/cold | inter-token ms | wall s | cached/computed tokens |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for run, sides in entry["runs"].items():
         for side in sides:
             metrics = side.get("metrics", {})
             cached = f"{metrics.get('hal0_prompt_tokens_cached_total', 0):.0f}/{metrics.get('hal0_prompt_tokens_computed_total', 0):.0f}" if metrics else "—"
             print(f"| {run} | {side['side']} | {side['cold_ttft_ms']:.0f} | {side['returning_ttft_ms']:.0f} | "
-                  f"{side['returning_vs_cold']:.2f} | {side['wall_s']:.1f} | {cached} |")
+                  f"{side['returning_vs_cold']:.2f} | {side['inter_token_ms']:.0f} | {side['wall_s']:.1f} | {cached} |")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
