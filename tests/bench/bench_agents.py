@@ -11,6 +11,8 @@ Runs:
 - `beyond_slots`: more agents than slots (default 2 x S), hal0 with the RAM prompt cache and without
   it (`prompt_cache_mib: 0`), and llama-server (its --cache-ram default).
 - `chat`: the issue's workload through hal0's /v1/chat/completions (the template applied by hal0).
+- `streams`: raw speed with no cache involved: 1 stream (hal0's shipped parallel: 1), 4 streams on 4 slots
+  and 8 on 8, hal0 and llama-server up together, rounds interleaved; tokens/s of all streams and TTFT.
 
 llama-server comes from image/llama-server (built once from the llama-cpp-python sdist hal0 runs; slow),
 found through --llama-server, $HAL0_LLAMA_SERVER or its cache; without it that side is skipped, saying so.
@@ -37,7 +39,7 @@ import httpx
 from tests.bench.common import GEMMA, ROOT, SETTLE_S, Process, start_hal0, wait_ready, write_result
 
 SERVER_CACHE = Path(os.environ.get("HAL0_SERVER_CACHE", "/var/cache/hal0/llama-server"))
-RUNS = ("agents", "beyond_slots", "chat")
+RUNS = ("agents", "beyond_slots", "chat", "streams")
 WORDS = ("archive", "beacon", "copper", "delta", "ember", "falcon", "garnet", "harbor", "island", "juniper", "kernel",
          "lantern", "meadow", "nickel", "orbit", "pepper", "quartz", "river", "signal", "timber", "umber", "velvet")
 
@@ -194,6 +196,50 @@ def bench_side(side: str, start: Any, personas: list[str], args: argparse.Namesp
         time.sleep(SETTLE_S)
 
 
+def run_streams(url: str, streams: int, tokens: int, round_: int) -> tuple[float, float]:
+    """`streams` concurrent streaming completions of `tokens` tokens, each prompt new from its first
+    word (no cache helps either side); returns the generated tokens/s of them all and the median TTFT."""
+    results: list[tuple[float, float, int]] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        prompt = f"{WORDS[(index + round_) % len(WORDS)]} {round_}-{index}: the history of the printing press begins"
+        body = {"model": "bench", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "seed": 1}  # greedy: both sides write the same tokens
+        with httpx.Client(base_url=url, timeout=600, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            _, ttft, total, count = _stream(client, "/v1/completions", body, {})
+        with lock:
+            results.append((ttft, total, count))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return sum(count for _, _, count in results) / wall, statistics.median(ttft for ttft, _, _ in results)
+
+
+def bench_streams(sides: list[tuple[str, Any]], streams: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Raw speed, no cache involved: both sides up at once, rounds interleaved so drift hits them alike."""
+    processes = [(name, start()) for name, start in sides]
+    try:
+        for _, process in processes:
+            with httpx.Client(base_url=process.url, timeout=600) as client:
+                client.post("/v1/completions", json={"model": "bench", "prompt": "warm up " * 8, "max_tokens": 4}).raise_for_status()
+        time.sleep(SETTLE_S)
+        measured: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in processes}
+        for round_ in range(args.stream_rounds):
+            for name, process in processes:
+                measured[name].append(run_streams(process.url, streams, args.stream_tokens, round_))
+        return [{"side": name, "streams": streams, "tokens_per_s": statistics.median(rate for rate, _ in values),
+                 "ttft_ms": statistics.median(ttft for _, ttft in values) * 1000} for name, values in measured.items()]
+    finally:
+        for _, process in processes:
+            process.stop()
+        time.sleep(SETTLE_S)
+
+
 def bench_model(model: Path, label: str, server: Path | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from llama_cpp import Llama
 
@@ -213,7 +259,7 @@ def bench_model(model: Path, label: str, server: Path | None, args: argparse.Nam
         assert server is not None
         return lambda: start_llama_server(server, model, port, args.threads, slots, args.slot_ctx, workdir)
 
-    runs: dict[str, list[dict[str, Any]]] = {"agents": [], "beyond_slots": [], "chat": []}
+    runs: dict[str, list[dict[str, Any]]] = {"agents": [], "beyond_slots": [], "chat": [], "streams": []}
     personas = [system_prompt(agent, args.system_tokens, count) for agent in range(args.agents)]
     many = [system_prompt(agent, args.system_tokens, count) for agent in range(args.beyond_factor * args.slots)]
     if "agents" in args.runs:
@@ -227,6 +273,11 @@ def bench_model(model: Path, label: str, server: Path | None, args: argparse.Nam
             runs["beyond_slots"].append(bench_side("llama-server", peer(18545, args.slots), many, args))
     if "chat" in args.runs:
         runs["chat"].append(bench_side("hal0 chat", hal0(18546, args.slots), personas, args, chat=True))
+    if "streams" in args.runs:
+        # 1 stream on hal0's shipped single-sequence engine (parallel: 1), then N streams on N slots.
+        for port, slots in ((18550, 1), (18552, 4), (18554, 8)):
+            sides = [("hal0", hal0(port, slots))] + ([("llama-server", peer(port + 1, slots))] if server is not None else [])
+            runs["streams"].extend(bench_streams(sides, slots, args))
     vocab.close()
     return {"model": label, "path": str(model), "threads": args.threads, "slots": args.slots, "slot_ctx": args.slot_ctx,
             "agents": args.agents, "beyond_agents": len(many), "turns": args.turns, "reply_tokens": args.reply_tokens,
@@ -239,11 +290,26 @@ def print_model(entry: dict[str, Any]) -> None:
     print("| run | side | cold TTFT ms | returning TTFT ms | returning/cold | inter-token ms | wall s | cached/computed tokens |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for run, sides in entry["runs"].items():
+        if run == "streams":
+            continue
         for side in sides:
             metrics = side.get("metrics", {})
             cached = f"{metrics.get('hal0_prompt_tokens_cached_total', 0):.0f}/{metrics.get('hal0_prompt_tokens_computed_total', 0):.0f}" if metrics else "—"
             print(f"| {run} | {side['side']} | {side['cold_ttft_ms']:.0f} | {side['returning_ttft_ms']:.0f} | "
                   f"{side['returning_vs_cold']:.2f} | {side['inter_token_ms']:.0f} | {side['wall_s']:.1f} | {cached} |")
+
+
+def print_streams(entry: dict[str, Any]) -> None:
+    rows = entry["runs"].get("streams", [])
+    if not rows:
+        return
+    print(f"\n{entry['model']}: raw speed, N concurrent streams on N slots, tokens/s of all streams (median of rounds)")
+    print("| streams | side | tokens/s | TTFT ms | vs llama-server |")
+    print("| --- | --- | --- | --- | --- |")
+    peers = {row["streams"]: row["tokens_per_s"] for row in rows if row["side"] == "llama-server"}
+    for row in rows:
+        ratio = f"{row['tokens_per_s'] / peers[row['streams']]:.2f}x" if row["streams"] in peers else "—"
+        print(f"| {row['streams']} | {row['side']} | {row['tokens_per_s']:.1f} | {row['ttft_ms']:.0f} | {ratio} |")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -255,6 +321,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--reply-tokens", type=int, default=24)
     parser.add_argument("--system-tokens", type=int, default=1100)
     parser.add_argument("--beyond-factor", type=int, default=2, help="agents per slot in the beyond_slots run")
+    parser.add_argument("--stream-tokens", type=int, default=64, help="tokens per request in the streams run")
+    parser.add_argument("--stream-rounds", type=int, default=3, help="rounds per side in the streams run")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--model", type=Path, help="only this GGUF (default: the tiny model, and gemma3-270m when installed)")
     parser.add_argument("--llama-server", help="the llama-server binary (default: $HAL0_LLAMA_SERVER or image/llama-server's cache)")
@@ -277,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = write_result("bench_agents", results)
     for entry in results["models"]:
         print_model(entry)
+        print_streams(entry)
     print(f"\nwrote {out}")
     return results
 
