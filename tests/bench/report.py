@@ -89,10 +89,21 @@ def agents_section(data: dict[str, Any]) -> list[str]:
                   f"{entry['turns']} turns, {entry['reply_tokens']}-token replies, {peer}", "",
                   "| run | side | cold TTFT ms | returning TTFT ms | returning / cold | wall s |", "| --- | --- | --- | --- | --- | --- |"]
         for run, sides in entry["runs"].items():
+            if run == "streams":
+                continue
             for side in sides:
                 lines.append(f"| {run} | {side['side']} | {side['cold_ttft_ms']:.0f} | {side['returning_ttft_ms']:.0f} | "
                              f"{side['returning_vs_cold']:.2f} | {side['wall_s']:.1f} |")
         lines.append("")
+        streams = entry["runs"].get("streams", [])
+        if streams:
+            peers = {row["streams"]: row["tokens_per_s"] for row in streams if row["side"] == "llama-server"}
+            lines += ["Raw speed, N streams on N slots (no cache involved):", "",
+                      "| streams | side | tokens/s | TTFT ms | vs llama-server |", "| --- | --- | --- | --- | --- |"]
+            for row in streams:
+                ratio = f"{row['tokens_per_s'] / peers[row['streams']]:.2f}x" if row["streams"] in peers else "—"
+                lines.append(f"| {row['streams']} | {row['side']} | {row['tokens_per_s']:.1f} | {row['ttft_ms']:.0f} | {ratio} |")
+            lines.append("")
     return lines
 
 
