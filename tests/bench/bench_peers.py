@@ -61,7 +61,11 @@ def bench_model(model: Path, label: str, runs: int, tokens: int, threads: int, w
     direct = Llama(model_path=str(model), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=1, verbose=False)
     hal0 = start_hal0(workdir, 18531, [{"id": "bench", "path": str(model), "default": True, "n_ctx": n_ctx,
                                         "n_threads": threads, "n_threads_batch": threads}])
-    peer = start_llama_cpp_server(model, 18532, threads, n_ctx)
+    try:
+        peer = start_llama_cpp_server(model, 18532, threads, n_ctx)
+    except BaseException:
+        hal0.stop()  # never leave it on its port for the next run to measure
+        raise
     clients = {"hal0": httpx.Client(base_url=hal0.url, timeout=300), "llama_cpp.server": httpx.Client(base_url=peer.url, timeout=300)}
     samples: dict[str, dict[str, list[float]]] = {side: {"tps": [], "stream_tps": [], "ttft": []} for side in ("direct", *clients)}
     try:

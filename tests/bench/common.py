@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,14 @@ class Process:
 
 
 def wait_ready(url: str, path: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    # A server left over on the port (an earlier run that died) would answer for the one starting, which
+    # then fails to bind and exits: the bench would measure the wrong server. Refuse a port in use.
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"{url}: port {port} is already in use (a server left over from an earlier run?)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
