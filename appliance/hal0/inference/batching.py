@@ -36,6 +36,7 @@ import numpy
 
 from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
 from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
+from hal0.inference.utf8 import Utf8Guard
 
 log = logging.getLogger("hal0.inference")
 
@@ -69,6 +70,7 @@ class SlotRequest:
     cancel: threading.Event
     deadline: float = float("inf")
     grammar: Any = None  # llama_cpp.LlamaGrammar
+    utf8: Utf8Guard | None = None  # with a grammar: keeps its output valid UTF-8
     top_logprobs: int | None = None  # None: no logprobs
     agent: str | None = None  # X-hal0-Agent: its last slot is the first one it is offered
     out: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
@@ -145,6 +147,11 @@ class BatchScheduler:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="hal0-batch", daemon=True)
         self._thread.start()
+
+    @property
+    def model(self) -> Any:
+        """The `_internals.LlamaModel` the slots run (its vocabulary, for the engine)."""
+        return self._model
 
     @property
     def busy_slots(self) -> int:
@@ -321,6 +328,8 @@ class BatchScheduler:
                 logits[biased] += bias  # this step's buffer, read by no one else
             token = int(logits.argmax())
         else:
+            if request.utf8 is not None:
+                request.utf8.mask(logits)
             token = self._llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, slot.logits_at)
         if raw is not None:
             logprob, top = token_logprobs(raw, token, request.top_logprobs or 0)
@@ -329,6 +338,8 @@ class BatchScheduler:
         if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(slot, END, "stop")
             return
+        if request.utf8 is not None:
+            request.utf8.accept(token)
         request.generated += 1
         request.out.put((NEXT, Sampled(token, logprob, top)))
         slot.last = token

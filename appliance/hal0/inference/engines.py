@@ -23,6 +23,7 @@ from hal0.inference.batching import END, ERROR, BatchScheduler, Sampled, SlotReq
 from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
 from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
 from hal0.inference.task import GenerationFailed
+from hal0.inference.utf8 import Utf8Guard, Utf8Tables
 
 __all__ = ["BatchedEngine", "Engine", "Sampled", "SingleEngine", "TokenJob"]
 
@@ -68,6 +69,7 @@ class SingleEngine:
         self._n_vocab = llama.n_vocab()
         self._default_seed = default_seed
         self._cache = PromptCache(llama._ctx.ctx, llama._model.model, prompt_cache_bytes, observer)
+        self._utf8 = Utf8Tables(llama._model)
 
     @property
     def context(self) -> int:
@@ -77,6 +79,7 @@ class SingleEngine:
         llama, llama_cpp = self._llama, self._llama_cpp
         rest = self._reuse_prefix(job.prompt)
         sampler = build_sampler(llama._model, self._n_vocab, job.sampling, job.grammar, self._default_seed)
+        guard = Utf8Guard(self._utf8.get()) if job.grammar is not None else None
         ctx = llama._ctx.ctx
         vocab = llama._model.vocab
         generated = 0
@@ -90,12 +93,16 @@ class SingleEngine:
                     job.finish = "timeout"
                     return
                 raw = logits_row(ctx, -1, self._n_vocab).copy() if job.top_logprobs is not None else None
+                if guard is not None:
+                    guard.mask(logits_row(ctx, -1, self._n_vocab))
                 token = llama_cpp.llama_sampler_sample(sampler.sampler, ctx, -1)
                 if job.first_token_at is None:
                     job.first_token_at = time.perf_counter()
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     job.finish = "stop"
                     return
+                if guard is not None:
+                    guard.accept(token)
                 logprob, top = token_logprobs(raw, token, job.top_logprobs or 0) if raw is not None else (None, ())
                 yield Sampled(token, logprob, top)
                 generated += 1
@@ -142,6 +149,7 @@ class BatchedEngine:
 
     def __init__(self, scheduler: BatchScheduler) -> None:
         self._scheduler = scheduler
+        self._utf8 = Utf8Tables(scheduler.model)
 
     @property
     def context(self) -> int:
@@ -151,6 +159,9 @@ class BatchedEngine:
         request = SlotRequest(
             prompt=job.prompt, max_tokens=job.max_tokens, sampling=job.sampling, cancel=job.cancel,
             deadline=job.deadline, grammar=job.grammar, top_logprobs=job.top_logprobs, agent=job.agent,
+            # Built here, on the job's thread: the first one reads the vocabulary, and the scheduler
+            # thread must not stall every slot for it.
+            utf8=Utf8Guard(self._utf8.get()) if job.grammar is not None else None,
         )
         self._scheduler.submit(request)
         ended = False

@@ -1,0 +1,108 @@
+"""A grammar-constrained reply is valid UTF-8 and exactly the text its grammar accepted (inference/utf8.py).
+
+The tiny model's vocabulary has a token per byte (id 5 + byte), so a logit bias can push it to the
+byte sequences llama.cpp's lenient grammar decoder counts as characters: an overlong form, a
+surrogate. Both engines run it in-process, greedy, and the text is decoded as hal0 decodes it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hal0.inference.batching import BatchScheduler
+from hal0.inference.engines import BatchedEngine, SingleEngine, TokenJob
+from hal0.inference.grammar import compile_grammar, schema_gbnf
+from hal0.inference.sampling import Sampling
+from hal0.inference.text import TextStream
+from hal0.inference.utf8 import Utf8Guard, Utf8Table
+from llama_cpp import Llama
+
+
+def byte(value: int) -> int:
+    return 5 + value
+
+
+QUOTE = byte(ord('"'))
+NO_END = {2: -100.0, 4: -100.0}
+# Byte sequences llama.cpp's grammar takes as one character and a strict decoder drops, each with
+# the well-formed character the guard leaves the bias to find instead:
+#   C1 81 (an overlong "A"): C1 can never lead, so E8, then the favoured 81 twice: U+8041;
+#   ED A0 80 (the surrogate U+D800): after ED only 80..9F may come, so ED 80, then A0: U+D020.
+OVERLONG = Sampling(temperature=0, logit_bias={byte(0xC1): 60.0, byte(0x81): 55.0, byte(0xE8): 40.0, byte(0x80): 35.0, **NO_END})
+SURROGATE = Sampling(temperature=0, logit_bias={byte(0xED): 60.0, byte(0xA0): 55.0, byte(0x80): 50.0, byte(0xE8): 40.0, **NO_END})
+INSTEAD = {"overlong": "\u8041", "surrogate": "\ud020"}
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_model: Path) -> Iterator[Llama]:
+    llm = Llama(str(tiny_model), n_ctx=256, n_batch=64, n_threads=1, verbose=False)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(params=["single", "batched"])
+def engine(request: pytest.FixtureRequest, llama: Llama, tiny_model: Path) -> Iterator[SingleEngine | BatchedEngine]:
+    if request.param == "single":
+        yield SingleEngine(llama, None)
+        return
+    scheduler = BatchScheduler(llama, n_slots=2, slot_ctx=256, n_batch=64, n_ubatch=64, default_seed=None)
+    yield BatchedEngine(scheduler)
+    scheduler.close()
+
+
+def reply(engine: SingleEngine | BatchedEngine, llama: Llama, schema: dict, sampling: Sampling) -> str:
+    grammar = compile_grammar(schema_gbnf(schema, "response_format"), "response_format")
+    job = TokenJob(prompt=llama.tokenize(b"go", add_bos=True), max_tokens=40, sampling=sampling, cancel=threading.Event(), grammar=grammar)
+    text = TextStream(llama, [])
+    out = "".join(text.feed(sampled.token)[0] for sampled in engine.generate(job))
+    return out + text.flush()
+
+
+def test_the_table_marks_what_cannot_follow_a_character_boundary(llama: Llama) -> None:
+    table = Utf8Table.of(llama._model)
+    broken = set(table.broken.tolist())
+    assert {byte(0x80), byte(0xBF), byte(0xC0), byte(0xC1), byte(0xF5), byte(0xFF)} <= broken  # stray tails, overlong and out-of-range leads
+    assert not {byte(0x41), byte(0xC2), byte(0xE8), byte(0xED), byte(0xF4)} & broken
+    assert set(table.continuations) == {byte(value) for value in range(0x80, 0xC0)}
+
+
+def test_inside_a_character_only_its_valid_continuations_may_come(llama: Llama) -> None:
+    import numpy
+
+    guard = Utf8Guard(Utf8Table.of(llama._model))
+    for lead, allowed in ((0xE0, range(0xA0, 0xC0)), (0xED, range(0x80, 0xA0)), (0xF4, range(0x80, 0x90)), (0xE8, range(0x80, 0xC0))):
+        guard.accept(byte(lead))
+        logits = numpy.zeros(llama.n_vocab(), dtype=numpy.float32)
+        guard.mask(logits)
+        assert set(numpy.flatnonzero(numpy.isfinite(logits)).tolist()) == {byte(value) for value in allowed}, hex(lead)
+        guard.accept(byte(allowed[0]))
+        if lead == 0xF4:
+            guard.accept(byte(0x80))
+        guard.accept(byte(0x80))  # the character is complete: back on a boundary
+        logits = numpy.zeros(llama.n_vocab(), dtype=numpy.float32)
+        guard.mask(logits)
+        assert numpy.isinf(logits[byte(0x80)]) and numpy.isfinite(logits[byte(0x41)]) and numpy.isfinite(logits[QUOTE])
+
+
+BIASES = pytest.mark.parametrize(("kind", "sampling"), [("overlong", OVERLONG), ("surrogate", SURROGATE)], ids=["overlong", "surrogate"])
+
+
+@BIASES
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_a_string_of_exact_length_arrives_with_that_length(engine: SingleEngine | BatchedEngine, llama: Llama, length: int,
+                                                           kind: str, sampling: Sampling) -> None:
+    schema = {"type": "object", "properties": {"s": {"type": "string", "minLength": length, "maxLength": length}},
+              "required": ["s"], "additionalProperties": False}
+    text = reply(engine, llama, schema, sampling)
+    assert json.loads(text)["s"] == INSTEAD[kind] * length, ascii(text)
+
+
+@BIASES
+def test_an_array_of_strings_keeps_its_shape(engine: SingleEngine | BatchedEngine, llama: Llama, kind: str, sampling: Sampling) -> None:
+    schema = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 1}, "minItems": 3, "maxItems": 3}
+    assert json.loads(reply(engine, llama, schema, sampling)) == [INSTEAD[kind]] * 3
+
