@@ -52,6 +52,15 @@ def peers_section(data: dict[str, Any]) -> list[str]:
              {side: [entry["sides"][side]["tokens_per_s"]["p50"], entry["sides"][side]["stream_tokens_per_s"]["p50"]] for side in sides},
              "tokens/s (median)")
         lines += ["", f"![{entry['model']}]({plot.name})", ""]
+    for entry in data.get("defaults", []):
+        lines += [f"### {entry['model']}: shipped defaults vs the best direct llama-cpp-python run", "",
+                  f"hal0 on config/hal0.yaml's model settings (n_threads resolved to {entry['hal0_n_threads']}); "
+                  "direct runs over threads x flash attention.", "",
+                  "| side | tok/s (p50) | stream tok/s (p50) |", "| --- | --- | --- |"]
+        for side, row in entry["sides"].items():
+            lines.append(f"| {side} | {row['tokens_per_s']['p50']:.1f} | {row['stream_tokens_per_s']['p50']:.1f} |")
+        lines += ["", f"hal0 vs the best: {entry['ratio_vs_best']:.3f}x non-streamed ({entry['best']}), "
+                  f"{entry['stream_ratio_vs_best']:.3f}x streamed ({entry['best_stream']}); target >= 0.97.", ""]
     return lines
 
 
