@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hal0.config.models import ModelConfig
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.engines import BatchedEngine, SingleEngine, TokenJob
 from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
@@ -30,6 +31,7 @@ from tests.integration.test_serving_behaviour import NO_EOS, metric
 GREEDY = Sampling(temperature=0, logit_bias={2: -100, 4: -100, **{5 + byte: -100 for byte in range(128, 256)}})
 SLOT_CTX = 512
 BATCH = 64  # small batches: prompts span several chunks, as long prompts do on a real model
+FLASH_ATTN = ModelConfig.model_fields["flash_attn"].default  # the attention path hal0 ships with
 
 
 @dataclass
@@ -58,7 +60,8 @@ class Reports:
 
 
 def _llama(path: Path, n_ctx: int) -> Llama:
-    return Llama(str(path), n_ctx=n_ctx, n_batch=BATCH, n_ubatch=BATCH, n_threads=1, swa_full=False, verbose=False)
+    return Llama(str(path), n_ctx=n_ctx, n_batch=BATCH, n_ubatch=BATCH, n_threads=1, swa_full=False,
+                 flash_attn=FLASH_ATTN, verbose=False)
 
 
 @dataclass

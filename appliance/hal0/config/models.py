@@ -207,7 +207,12 @@ class ModelConfig(_Section):
     tensor_split: tuple[float, ...] | None = Field(
         None, description="Fraction of the model per GPU, e.g. [0.5, 0.5]."
     )
-    flash_attn: bool = Field(False, description="Use flash attention where the backend supports it.")
+    flash_attn: bool = Field(
+        True,
+        description="Flash attention (fused attention over the KV cache). On by default, as llama-server's "
+        "auto turns it on for the CPU, CUDA and Vulkan backends: about 8% faster generation on the CPU. "
+        "false: the plain attention path.",
+    )
     offload_kqv: bool = Field(True, description="Keep the KV cache on the GPU when layers are offloaded.")
     use_mmap: bool = Field(True, description="Memory-map the model file.")
     use_mlock: bool = Field(False, description="Lock the model in RAM (needs LimitMEMLOCK).")
