@@ -60,11 +60,12 @@ def _scan(data: bytes) -> bytes | None:
 
 @dataclass(frozen=True)
 class Utf8Table:
-    """A vocabulary's pieces as UTF-8: what a guard needs, computed once per loaded model."""
+    """What a guard needs of a vocabulary, computed once per loaded model (kept small: most pieces
+    are whole characters and need no entry)."""
 
-    pieces: tuple[bytes, ...]
     broken: numpy.ndarray  # token ids whose piece cannot follow a character boundary
-    continuations: tuple[int, ...]  # token ids whose piece starts with a continuation byte
+    continuations: dict[int, bytes]  # token id -> piece, for pieces that start with a continuation byte
+    tails: dict[int, bytes]  # token id -> the incomplete last character its piece ends with
 
     @classmethod
     def of(cls, model: Any) -> Utf8Table:
@@ -73,18 +74,26 @@ class Utf8Table:
 
         vocab = model.vocab
         buffer = ctypes.create_string_buffer(_PIECE_BUFFER)
-        pieces = []
+        broken: list[int] = []
+        continuations: dict[int, bytes] = {}
+        tails: dict[int, bytes] = {}
         for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
             size = llama_cpp.llama_token_to_piece(vocab, token, buffer, _PIECE_BUFFER, 0, False)
             if size < 0:
                 wide = ctypes.create_string_buffer(-size)
-                size = llama_cpp.llama_token_to_piece(vocab, token, wide, -size, 0, False)
-                pieces.append(wide.raw[:size])
+                piece = wide.raw[: llama_cpp.llama_token_to_piece(vocab, token, wide, -size, 0, False)]
             else:
-                pieces.append(buffer.raw[:size])
-        broken = [token for token, piece in enumerate(pieces) if not piece.isascii() and _scan(piece) is None]
-        continuations = tuple(token for token, piece in enumerate(pieces) if piece and 0x80 <= piece[0] <= 0xBF)
-        return cls(tuple(pieces), numpy.array(broken, dtype=numpy.int64), continuations)
+                piece = buffer.raw[:size]
+            if piece.isascii():
+                continue
+            if 0x80 <= piece[0] <= 0xBF:
+                continuations[token] = piece
+            tail = _scan(piece)
+            if tail is None:
+                broken.append(token)
+            elif tail:
+                tails[token] = tail
+        return cls(numpy.array(broken, dtype=numpy.int64), continuations, tails)
 
 
 class Utf8Tables:
@@ -115,11 +124,15 @@ class Utf8Guard:
             logits[self._table.broken] = -numpy.inf
             return
         # Inside a character only a piece that goes on with its continuation bytes may come.
-        allowed = [token for token in self._table.continuations if _scan(self._tail + self._table.pieces[token]) is not None]
+        allowed = [token for token, piece in self._table.continuations.items() if _scan(self._tail + piece) is not None]
         kept = logits[allowed].copy()
         logits[:] = -numpy.inf
         logits[allowed] = kept
 
     def accept(self, token: int) -> None:
-        # A token the mask let through scans; anything else (a token sampled without the mask) starts afresh.
-        self._tail = _scan(self._tail + self._table.pieces[token]) or b""
+        if not self._tail:
+            self._tail = self._table.tails.get(token, b"")
+            return
+        # Inside a character the mask let only continuations through; anything else starts afresh.
+        piece = self._table.continuations.get(token)
+        self._tail = (_scan(self._tail + piece) or b"") if piece is not None else b""
