@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy
 
 from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
-from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
+from hal0.inference.sampling import Sampling, build_sampler, greedy_token, is_plain_greedy, logits_row, token_logprobs
 from hal0.inference.utf8 import Utf8Guard
 
 log = logging.getLogger("hal0.inference")
@@ -234,10 +234,7 @@ class BatchScheduler:
         slot.tokens = list(request.prompt[:keep])
         slot.staged = []
         sampling = request.sampling
-        plain_greedy = sampling.temperature == 0 and request.grammar is None and not sampling.penalised
-        # Greedy without grammar or penalties is an argmax over the (biased) logits: done in numpy
-        # it skips building llama.cpp's candidate array over the whole vocabulary (262k entries for
-        # Gemma, ~0.25 ms per sequence and step). Same choice, first maximum on ties, as its sampler.
+        plain_greedy = is_plain_greedy(sampling, request.grammar)
         slot.argmax_bias = dict(sampling.logit_bias or {}) if plain_greedy else None
         slot.sampler = None if plain_greedy else build_sampler(self._model, self._n_vocab, sampling, request.grammar, self._default_seed)
         slot.pending = list(request.prompt[keep:])
@@ -324,9 +321,7 @@ class BatchScheduler:
         logits = logits_row(self._ctx.ctx, slot.logits_at, self._n_vocab)
         raw = logits.copy() if request.top_logprobs is not None else None  # before any bias
         if slot.argmax_bias is not None:
-            for biased, bias in slot.argmax_bias.items():
-                logits[biased] += bias  # this step's buffer, read by no one else
-            token = int(logits.argmax())
+            token = greedy_token(logits, slot.argmax_bias)
         else:
             if request.utf8 is not None:
                 request.utf8.mask(logits)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from hal0.inference.batching import END, ERROR, BatchScheduler, Sampled, SlotRequest
 from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
-from hal0.inference.sampling import Sampling, build_sampler, logits_row, token_logprobs
+from hal0.inference.sampling import Sampling, build_sampler, greedy_token, is_plain_greedy, logits_row, token_logprobs
 from hal0.inference.task import GenerationFailed
 from hal0.inference.utf8 import Utf8Guard, Utf8Tables
 
@@ -78,7 +78,8 @@ class SingleEngine:
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
         llama, llama_cpp = self._llama, self._llama_cpp
         rest = self._reuse_prefix(job.prompt)
-        sampler = build_sampler(llama._model, self._n_vocab, job.sampling, job.grammar, self._default_seed)
+        plain_greedy = is_plain_greedy(job.sampling, job.grammar)
+        sampler = None if plain_greedy else build_sampler(llama._model, self._n_vocab, job.sampling, job.grammar, self._default_seed)
         guard = Utf8Guard(self._utf8.get()) if job.grammar is not None else None
         ctx = llama._ctx.ctx
         vocab = llama._model.vocab
@@ -93,9 +94,12 @@ class SingleEngine:
                     job.finish = "timeout"
                     return
                 raw = logits_row(ctx, -1, self._n_vocab).copy() if job.top_logprobs is not None else None
-                if guard is not None:
-                    guard.mask(logits_row(ctx, -1, self._n_vocab))
-                token = llama_cpp.llama_sampler_sample(sampler.sampler, ctx, -1)
+                if sampler is None:
+                    token = greedy_token(logits_row(ctx, -1, self._n_vocab), job.sampling.logit_bias)
+                else:
+                    if guard is not None:
+                        guard.mask(logits_row(ctx, -1, self._n_vocab))
+                    token = llama_cpp.llama_sampler_sample(sampler.sampler, ctx, -1)
                 if job.first_token_at is None:
                     job.first_token_at = time.perf_counter()
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -113,7 +117,8 @@ class SingleEngine:
                     return
                 self._eval([token])
         finally:
-            sampler.close()
+            if sampler is not None:
+                sampler.close()
 
     def _reuse_prefix(self, prompt: list[int]) -> list[int]:
         """Keep the KV cells of the longest prefix the last prompt (or the RAM cache) holds; return

@@ -32,6 +32,20 @@ class Sampling:
         return (self.repeat_penalty, self.frequency_penalty, self.presence_penalty) != (1.0, 0.0, 0.0)
 
 
+def is_plain_greedy(sampling: Sampling, grammar: Any) -> bool:
+    """Greedy with no grammar and no penalties: the choice is an argmax (greedy_token), no sampler chain."""
+    return sampling.temperature == 0 and grammar is None and not sampling.penalised
+
+
+def greedy_token(logits: numpy.ndarray, bias: dict[int, float] | None) -> int:
+    """The plain greedy choice, as llama.cpp's logit-bias and greedy samplers make it (first maximum on
+    ties), without building their candidate array over the whole vocabulary (262k entries for Gemma,
+    about 0.25 ms a step). The bias is added into `logits`: pass this step's buffer, read by no one else."""
+    for token, value in (bias or {}).items():
+        logits[token] += value
+    return int(logits.argmax())
+
+
 def build_sampler(model: Any, n_vocab: int, sampling: Sampling, grammar: Any, default_seed: int | None) -> Any:
     """A llama.cpp sampler chain (an `_internals.LlamaSampler`; the caller closes it)."""
     import llama_cpp
