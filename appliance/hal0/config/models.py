@@ -210,8 +210,8 @@ class ModelConfig(_Section):
     flash_attn: bool = Field(
         True,
         description="Flash attention (fused attention over the KV cache). On by default, as llama-server's "
-        "auto turns it on for the CPU, CUDA and Vulkan backends: about 8% faster generation on the CPU. "
-        "false: the plain attention path.",
+        "auto turns it on for the CPU, CUDA and Vulkan backends (gemma3-270m on 2 CPU threads: 3 to 8% more "
+        "tokens/s). false: the plain attention path.",
     )
     offload_kqv: bool = Field(True, description="Keep the KV cache on the GPU when layers are offloaded.")
     use_mmap: bool = Field(True, description="Memory-map the model file.")
