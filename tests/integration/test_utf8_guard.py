@@ -1,8 +1,8 @@
 """A grammar-constrained reply is valid UTF-8 and exactly the text its grammar accepted (inference/utf8.py).
 
 The tiny model's vocabulary has a token per byte (id 5 + byte), so a logit bias can push it to the
-byte sequences llama.cpp's lenient grammar decoder counts as characters: an overlong form, a
-surrogate. Both engines run it in-process, greedy, and the text is decoded as hal0 decodes it.
+byte sequences llama.cpp's lenient grammar decoder counts as characters: a code point past U+10FFFF,
+a surrogate. Both engines run it in-process, greedy, and the text is decoded as hal0 decodes it.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ QUOTE = byte(ord('"'))
 NO_END = {2: -100.0, 4: -100.0}
 # Byte sequences llama.cpp's grammar takes as one character and a strict decoder drops, each with
 # the well-formed character the guard leaves the bias to find instead:
-#   C1 81 (an overlong "A"): C1 can never lead, so E8, then the favoured 81 twice: U+8041;
+#   F4 90 80 80 (U+110000, past Unicode): after F4 only 80..8F may come, so F4 80, then 90 80: U+100410;
 #   ED A0 80 (the surrogate U+D800): after ED only 80..9F may come, so ED 80, then A0: U+D020.
-OVERLONG = Sampling(temperature=0, logit_bias={byte(0xC1): 60.0, byte(0x81): 55.0, byte(0xE8): 40.0, byte(0x80): 35.0, **NO_END})
+BEYOND = Sampling(temperature=0, logit_bias={byte(0xF4): 60.0, byte(0x90): 55.0, byte(0x80): 50.0, byte(0x8F): 45.0, **NO_END})
 SURROGATE = Sampling(temperature=0, logit_bias={byte(0xED): 60.0, byte(0xA0): 55.0, byte(0x80): 50.0, byte(0xE8): 40.0, **NO_END})
-INSTEAD = {"overlong": "\u8041", "surrogate": "\ud020"}
+INSTEAD = {"beyond": "\U00100410", "surrogate": "\ud020"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_inside_a_character_only_its_valid_continuations_may_come(llama: Llama) 
         assert numpy.isinf(logits[byte(0x80)]) and numpy.isfinite(logits[byte(0x41)]) and numpy.isfinite(logits[QUOTE])
 
 
-BIASES = pytest.mark.parametrize(("kind", "sampling"), [("overlong", OVERLONG), ("surrogate", SURROGATE)], ids=["overlong", "surrogate"])
+BIASES = pytest.mark.parametrize(("kind", "sampling"), [("beyond", BEYOND), ("surrogate", SURROGATE)], ids=["beyond", "surrogate"])
 
 
 @BIASES

@@ -1,10 +1,9 @@
 """Strict UTF-8 under a grammar: a constrained reply is exactly the text its grammar accepted.
 
-llama.cpp's grammar matches code points it decodes from token pieces leniently: it takes overlong
-forms (C1 81 for "A"), surrogates (ED A0 80) and leads past U+10FFFF (F5 to FF) as characters, and
-within one piece it does not check that a continuation byte is 10xxxxxx. hal0's text
-(text.TextStream) decodes strictly and drops such bytes, so the reply broke the schema it was held
-to: a `minLength: 5` string arrived with 4 characters (tests/fuzz/test_schema_property.py found it).
+llama.cpp's grammar matches code points it decodes from token pieces leniently: it refuses overlong
+forms, but takes surrogates (ED A0 80) and code points past U+10FFFF (F4 90 80 80) as characters.
+hal0's text (text.TextStream) decodes strictly and drops such bytes, so the reply broke the schema
+it was held to: a `minLength: 5` string arrived with 4 characters (the schema fuzz found it).
 
 A Utf8Guard removes, before each constrained sample, every token whose bytes would make the output
 ill-formed UTF-8: what the grammar counts is then what the client gets.
