@@ -2,8 +2,8 @@
 
 One scheduler thread per model owns a context with `parallel` sequences, each with its own KV
 stream of `slot_ctx` tokens. Every step it builds one llama_batch holding the next token of each
-generating slot plus a chunk of any prompt still being read, decodes it once, and samples each
-slot with its own sampler chain. A small model on a CPU is bound by reading its weights, so one
+generating slot plus a chunk of any prompt still being read, decodes it once, and picks each slot's
+next token with its job's TokenStep (job.py), as the one-at-a-time engine does. A small model on a CPU is bound by reading its weights, so one
 step over four sequences costs little more than over one: that is the throughput this buys.
 
 A finished request leaves its KV in its slot, and the slot records exactly which tokens that is
@@ -12,8 +12,8 @@ best (`choose_slot`: the agent's own, the longest common prefix, an empty one, t
 used) and decodes only what the slot does not already hold; the prompt cache
 (prompt_cache.py) trims the slot, and saves and restores slot states through host RAM.
 
-Requests talk to the scheduler through queues only. A request submits a `SlotRequest` and reads
-sampled tokens from its own unbounded queue, so a slow reader never stalls the decode loop; turning
+Requests talk to the scheduler through queues only. A request submits its `TokenJob` and reads
+sampled tokens from the job's own unbounded queue, so a slow reader never stalls the decode loop; turning
 tokens into text, UTF-8 and stop strings happens on the request's own thread (see generate.py).
 
 Numerics: a sequence's logits do not depend on which other sequences share its batch as far as
@@ -28,21 +28,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy
 
+from hal0.inference.job import TokenJob, TokenStep
 from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
-from hal0.inference.sampling import Sampling, build_sampler, greedy_token, is_plain_greedy, logits_row, token_logprobs
-from hal0.inference.utf8 import Utf8Guard
+from hal0.inference.task import FinishReason
 
 log = logging.getLogger("hal0.inference")
 
-END = "end"
+END = "end"  # (END, FinishReason)
 NEXT = "next"  # (NEXT, Sampled): one generated token
-ERROR = "error"
+ERROR = "error"  # (ERROR, exception)
 
 
 class StepObserver(Protocol):
@@ -51,42 +50,11 @@ class StepObserver(Protocol):
     def decode_step(self, generated: int, batch_tokens: int) -> None: ...
 
 
-@dataclass(frozen=True)
-class Sampled:
-    """One generated token and, when asked for, its log-probability and the top alternatives'."""
-
-    token: int
-    logprob: float | None = None
-    top: tuple[tuple[int, float], ...] = ()
-
-
-@dataclass(eq=False)
-class SlotRequest:
-    """One generation handed to the scheduler. `out` receives (NEXT, Sampled), then (END, reason) or (ERROR, exc)."""
-
-    prompt: list[int]
-    max_tokens: int
-    sampling: Sampling
-    cancel: threading.Event
-    deadline: float = float("inf")
-    grammar: Any = None  # llama_cpp.LlamaGrammar
-    utf8: Utf8Guard | None = None  # with a grammar: keeps its output valid UTF-8
-    top_logprobs: int | None = None  # None: no logprobs
-    agent: str | None = None  # X-hal0-Agent: its last slot is the first one it is offered
-    out: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue)
-    # Set by the reader when it has what it needs (a stop string matched): free the slot.
-    done: bool = False
-    submitted: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    generated: int = 0
-    timed_out: bool = False
-
-
 @dataclass(eq=False)
 class _Slot:
     seq: int
-    request: SlotRequest | None = None
-    sampler: Any = None
+    request: TokenJob | None = None
+    step: TokenStep | None = None  # the request's token choice
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
     # Exactly the tokens whose KV the sequence holds, position by position; it outlives the request.
     tokens: list[int] = field(default_factory=list)
@@ -96,7 +64,6 @@ class _Slot:
     used: int = 0  # admission counter value when it was last taken (least recently used = lowest)
     last: int | None = None  # sampled token to feed at the next step
     logits_at: int = -1  # index in this step's batch whose logits this slot samples
-    argmax_bias: dict[int, float] | None = None  # set for plain greedy requests (see _sample)
 
 
 class BatchScheduler:
@@ -143,7 +110,7 @@ class BatchScheduler:
         self._slots = [_Slot(seq) for seq in range(n_slots)]
         self._cache = PromptCache(self._ctx.ctx, self._model.model, prompt_cache_bytes, prompt_observer)
         self._admissions = 0
-        self._inbox: queue.SimpleQueue[SlotRequest | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[TokenJob | None] = queue.SimpleQueue()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="hal0-batch", daemon=True)
         self._thread.start()
@@ -157,7 +124,7 @@ class BatchScheduler:
     def busy_slots(self) -> int:
         return sum(1 for slot in self._slots if slot.request is not None)
 
-    def submit(self, request: SlotRequest) -> None:
+    def submit(self, request: TokenJob) -> None:
         """Queue a request; the caller (admission) guarantees a slot will be free for it."""
         if len(request.prompt) >= self.slot_ctx:
             raise ValueError(f"Requested tokens ({len(request.prompt)}) exceed context window of {self.slot_ctx}")
@@ -165,7 +132,7 @@ class BatchScheduler:
             raise ValueError("the prompt is empty")
         self._inbox.put(request)
 
-    def wait_freed(self, request: SlotRequest) -> None:
+    def wait_freed(self, request: TokenJob) -> None:
         """Block until the scheduler has ended `request` (its reader set `done` or `cancel`), reading
         away the tokens it still sent; returns at once if the scheduler has stopped."""
         while self._thread.is_alive():
@@ -201,7 +168,7 @@ class BatchScheduler:
                         self._finish(slot, ERROR, error)
         for slot in self._slots:
             if slot.request is not None:
-                self._finish(slot, END, "cancelled")
+                self._finish(slot, END, FinishReason.CANCELLED)
 
     def _admit(self) -> None:
         idle = all(slot.request is None for slot in self._slots)
@@ -225,7 +192,7 @@ class BatchScheduler:
                 self._finish(slot, ERROR, error)
             idle = False
 
-    def _start(self, slot: _Slot, request: SlotRequest, prompt: numpy.ndarray) -> None:
+    def _start(self, slot: _Slot, request: TokenJob, prompt: numpy.ndarray) -> None:
         slot.request = request  # first: a failure below ends this request (see _admit)
         keep = self._cache.prepare(slot.seq, as_tokens(slot.tokens), prompt)
         self._admissions += 1
@@ -233,25 +200,16 @@ class BatchScheduler:
         slot.used = self._admissions
         slot.tokens = list(request.prompt[:keep])
         slot.staged = []
-        sampling = request.sampling
-        plain_greedy = is_plain_greedy(sampling, request.grammar)
-        slot.argmax_bias = dict(sampling.logit_bias or {}) if plain_greedy else None
-        slot.sampler = None if plain_greedy else build_sampler(self._model, self._n_vocab, sampling, request.grammar, self._default_seed)
+        slot.step = TokenStep(request, self._model, self._n_vocab, self._default_seed)
         slot.pending = list(request.prompt[keep:])
         slot.n_past = keep
         slot.last = None
 
     def _step(self) -> None:
-        now = time.perf_counter()
         for slot in self._slots:
-            request = slot.request
-            if request is None:
-                continue
-            if request.cancel.is_set() or request.done:
-                self._finish(slot, END, "cancelled")
-            elif now > request.deadline:
-                request.timed_out = True
-                self._finish(slot, END, "timeout")
+            ended = slot.request.interrupted() if slot.request is not None else None
+            if ended is not None:
+                self._finish(slot, END, ended)
         batch = self._batch
         n = 0
         # Generating slots first: one token each, so their pace never depends on prompt lengths.
@@ -314,47 +272,31 @@ class BatchScheduler:
         batch.logits[index] = logits
 
     def _sample(self, slot: _Slot) -> None:
-        request = slot.request
-        assert request is not None
-        logprob: float | None = None
-        top: tuple[tuple[int, float], ...] = ()
-        logits = logits_row(self._ctx.ctx, slot.logits_at, self._n_vocab)
-        raw = logits.copy() if request.top_logprobs is not None else None  # before any bias
-        if slot.argmax_bias is not None:
-            token = greedy_token(logits, slot.argmax_bias)
-        else:
-            if request.utf8 is not None:
-                request.utf8.mask(logits)
-            token = self._llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, slot.logits_at)
-        if raw is not None:
-            logprob, top = token_logprobs(raw, token, request.top_logprobs or 0)
-        if request.first_token_at is None:
-            request.first_token_at = time.perf_counter()
-        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            self._finish(slot, END, "stop")
+        request, step = slot.request, slot.step
+        assert request is not None and step is not None
+        sampled = step.sample(self._ctx.ctx, slot.logits_at)
+        if isinstance(sampled, FinishReason):
+            self._finish(slot, END, sampled)
             return
-        if request.utf8 is not None:
-            request.utf8.accept(token)
-        request.generated += 1
-        request.out.put((NEXT, Sampled(token, logprob, top)))
-        slot.last = token
-        if request.generated >= request.max_tokens or slot.n_past + 1 >= self.slot_ctx:
-            self._finish(slot, END, "length")
+        request.out.put((NEXT, sampled))
+        slot.last = sampled.token
+        ended = step.ended(slot.n_past, self.slot_ctx)
+        if ended is not None:
+            self._finish(slot, END, ended)
 
     def _finish(self, slot: _Slot, kind: str, value: Any) -> None:
         request = slot.request
         slot.request = None
         slot.pending = []
         slot.last = None
-        slot.argmax_bias = None
         # The KV stays for the next request that shares its prefix (slot.tokens says what it is);
         # after an error what it holds is not known for sure, so it goes.
         if kind == ERROR or slot.staged:
             self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
             slot.tokens, slot.staged, slot.n_past = [], [], 0
-        if slot.sampler is not None:
-            slot.sampler.close()
-            slot.sampler = None
+        if slot.step is not None:
+            slot.step.close()
+            slot.step = None
         if request is not None:
             request.out.put((kind, value))
 

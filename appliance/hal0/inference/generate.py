@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hal0.inference.engines import Engine, Sampled, TokenJob
+from hal0.inference.engines import Engine
 from hal0.inference.grammar import _BASE, compile_grammar, schema_gbnf
-from hal0.inference.task import Event, Finish, InvalidTask, Task, TextDelta, TokenLogprob, Usage
+from hal0.inference.job import Sampled, TokenJob
+from hal0.inference.task import Event, Finish, FinishReason, InvalidTask, Task, TextDelta, TokenLogprob, Usage
 from hal0.inference.templates import Formatter, stops_of
 from hal0.inference.text import TextStream
 from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_gbnf
@@ -110,8 +111,8 @@ def _tool_events(events: Iterator[TextDelta | Finish]) -> Iterator[Event]:
     for event in events:
         if isinstance(event, TextDelta):
             yield from parser.feed(event.text)
-        elif parser.calls and event.reason == "stop" and not event.timed_out:
-            yield Finish("tool_calls", event.usage, event.ttft, event.timed_out)
+        elif parser.calls and event.reason == FinishReason.STOP and not event.timed_out:
+            yield Finish(FinishReason.TOOL_CALLS, event.usage, event.ttft, event.timed_out)
         else:
             yield event
 
@@ -139,13 +140,13 @@ def _text_events(
                 break
     finally:
         tokens.close()  # ends the job at once (frees its slot), whoever stops reading
-    reason = "stop" if stopped or job.finish in ("stop", "timeout") else job.finish
-    if reason != "cancelled":
+    reason = FinishReason.STOP if stopped or job.finish in (FinishReason.STOP, FinishReason.TIMEOUT) else job.finish
+    if reason != FinishReason.CANCELLED:
         rest = text.flush() + (task.suffix or "")
         if rest or pending:
             yield TextDelta(rest, tuple(pending))
     ttft = None if job.first_token_at is None else job.first_token_at - started
-    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == "timeout", stop_sequence=text.matched)  # type: ignore[arg-type]
+    yield Finish(reason, Usage(n_prompt, generated), ttft, timed_out=job.finish == FinishReason.TIMEOUT, stop_sequence=text.matched)
 
 
 def _logprob(llama: Any, sampled: Sampled) -> TokenLogprob:

@@ -9,12 +9,23 @@ exactly one Finish (unless the run raises InvalidTask or GenerationFailed before
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from hal0.inference.sampling import Sampling
 
-FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+class FinishReason(enum.StrEnum):
+    """Why a generation ended. Engines end a job with STOP, LENGTH, CANCELLED or TIMEOUT; a task's
+    Finish event carries STOP (a timeout too, with `timed_out`), LENGTH, TOOL_CALLS or CANCELLED.
+    A StrEnum: each dialect maps it to its own words, and it equals its value as a string."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)
