@@ -1,11 +1,15 @@
-"""Property test: random JSON schemas from hal0's supported subset, generated against on the tiny
-model, always give output that validates (jsonschema); unsupported keywords are always a 400 that
-names the keyword. The share of valid outputs is printed (run with -s) and must be 100%.
+"""Property test: random JSON schemas, generated against on the tiny model with random sampling,
+always give output that validates (jsonschema, formats checked); keywords no grammar can enforce are
+always a 400 that names the keyword. The share of valid outputs is printed (run with -s) and must be
+100%.
 
-The subset: objects (properties, required, additionalProperties: false), enums, const, arrays with
-item bounds, integers and numbers with bounds, strings with length bounds, nesting, anyOf, and
-nullable types. Free strings and arrays are bounded here so the random model cannot run to the
-token limit; the grammar guarantees validity, not brevity.
+The schemas: objects (properties, required, additionalProperties false, patternProperties), enums,
+const, arrays with item bounds, integers and numbers with bounds (integer or not, exclusive or not,
+multipleOf), strings with length bounds, patterns and formats, nesting,
+anyOf, oneOf of distinct types, allOf, and nullable types. Free strings, keys and arrays are bounded
+here so the random model cannot run to the token limit (tests/unit/test_constraint.py covers the
+unbounded ones, additionalProperties with a schema and email among them); the constraint guarantees
+validity, not brevity.
 """
 
 from __future__ import annotations
@@ -55,8 +59,11 @@ def _bounds(low: int, high: int) -> st.SearchStrategy[tuple[int, int]]:
     return st.tuples(st.integers(low, high), st.integers(0, high - low)).map(lambda pair: (pair[0], pair[0] + pair[1]))
 
 
-strings = st.builds(
-    lambda bounds: {"type": "string", "minLength": bounds[0], "maxLength": bounds[1]}, _bounds(0, 10)
+strings = st.one_of(
+    st.builds(lambda bounds: {"type": "string", "minLength": bounds[0], "maxLength": bounds[1]}, _bounds(0, 10)),
+    st.sampled_from(["^[a-z]{2,5}$", "^[A-Z][0-9]{1,3}$", "^(yes|no)$", "^[0-9a-f]{4}-[0-9a-f]{4}$"]).map(lambda rx: {"type": "string", "pattern": rx}),
+    # (formats with a bounded length: an email's local part is free, and the random model would run on)
+    st.sampled_from(["date", "time", "date-time", "uuid", "ipv4"]).map(lambda fmt: {"type": "string", "format": fmt}),
 )
 integers = st.one_of(
     st.builds(lambda bounds: {"type": "integer", "minimum": bounds[0], "maximum": bounds[1]}, _bounds(-1500, 1500)),
@@ -66,6 +73,9 @@ integers = st.one_of(
 )
 numbers = st.one_of(
     st.builds(lambda bounds: {"type": "number", "minimum": bounds[0], "maximum": bounds[1]}, _bounds(-100, 100)),
+    st.builds(lambda low, width: {"type": "number", "minimum": low / 4, "maximum": (low + width) / 4 + 0.5}, st.integers(-40, 40), st.integers(0, 40)),
+    st.builds(lambda low: {"type": "number", "exclusiveMinimum": low / 8, "exclusiveMaximum": low / 8 + 3.25}, st.integers(-80, 80)),
+    st.builds(lambda step: {"type": "integer", "multipleOf": step, "minimum": 0, "maximum": 500}, st.integers(2, 9)),
     st.just({"type": "number"}),
 )
 scalars = st.one_of(
@@ -88,6 +98,9 @@ def _compound(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[
         st.builds(obj, st.dictionaries(names, children, min_size=0, max_size=4), st.lists(st.booleans(), min_size=4, max_size=4)),
         st.builds(lambda item, bounds: {"type": "array", "items": item, "minItems": bounds[0], "maxItems": bounds[1]}, children, _bounds(0, 3)),
         st.lists(children, min_size=1, max_size=3).map(lambda branches: {"anyOf": branches}),
+        st.just({"oneOf": [{"type": "string", "maxLength": 4}, {"type": "integer"}, {"type": "null"}]}),
+        st.tuples(children, children).map(lambda pair: {"allOf": [pair[0], {"description": "annotation only"}]}),
+        children.map(lambda value: {"type": "object", "patternProperties": {"^x_[a-z]{1,3}$": value}, "additionalProperties": False, "maxProperties": 2}),
         children.filter(lambda schema: schema.get("type") in ("string", "integer", "number")).map(
             lambda schema: {**schema, "type": [schema["type"], "null"]}
         ),
@@ -99,9 +112,10 @@ objects = st.builds(
     lambda props: {"type": "object", "properties": props, "required": list(props), "additionalProperties": False},
     st.dictionaries(names, schemas, min_size=1, max_size=3),
 )
-UNSUPPORTED = ["pattern", "format", "multipleOf", "oneOf", "allOf", "not", "uniqueItems", "minProperties", "patternProperties", "if", "prefixItems"]
-UNSUPPORTED_VALUES = {"pattern": "a+", "format": "email", "multipleOf": 2, "oneOf": [{"type": "null"}], "allOf": [{"type": "null"}], "not": {"type": "null"},
-                      "uniqueItems": True, "minProperties": 1, "patternProperties": {"a": {}}, "if": {"type": "null"}, "prefixItems": [{}]}
+# Keywords no grammar can enforce (constraint.py refuses them by name).
+UNSUPPORTED = ["not", "uniqueItems", "if", "contains", "dependentRequired", "propertyNames", "unevaluatedProperties"]
+UNSUPPORTED_VALUES = {"not": {"type": "null"}, "uniqueItems": True, "if": {"type": "null"}, "contains": {"type": "integer"},
+                      "dependentRequired": {"a": ["b"]}, "propertyNames": {"maxLength": 3}, "unevaluatedProperties": False}
 
 
 def chat(server: Server, body: dict[str, Any]) -> httpx.Response:
@@ -120,7 +134,7 @@ def test_json_schema_outputs_validate(schema_server: Server, schema: dict[str, A
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
     try:
-        jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+        jsonschema.validate(json.loads(choice["message"]["content"]), schema, format_checker=jsonschema.FormatChecker())
     except (json.JSONDecodeError, jsonschema.ValidationError):
         record(False)
         raise
@@ -138,7 +152,7 @@ def test_tool_call_arguments_validate(schema_server: Server, parameters: dict[st
     assert choice["finish_reason"] == "tool_calls"
     for call in choice["message"]["tool_calls"]:
         try:
-            jsonschema.validate(json.loads(call["function"]["arguments"]), parameters)
+            jsonschema.validate(json.loads(call["function"]["arguments"]), parameters, format_checker=jsonschema.FormatChecker())
         except (json.JSONDecodeError, jsonschema.ValidationError):
             record(False)
             raise

@@ -3,7 +3,7 @@
 The agent's tool calls come back from hal0 as `tool_calls`, the SDK runs them through MCP, and so
 through hal0's policy: `remember` (allowed) stores an item in the agent's namespace, `forget_all`
 (ask) comes back pending for a human. An agent with a pydantic output_type gets a parsed object
-(response_format json_schema).
+(response_format json_schema), with tools too.
 """
 
 from __future__ import annotations
@@ -86,3 +86,28 @@ def test_an_agent_with_an_output_type_gets_a_parsed_object(agent_server: Server)
     result = asyncio.run(asyncio.wait_for(Runner.run(agent, "Buy milk, urgent."), 300))
     note = result.final_output
     assert isinstance(note, Note) and 1 <= note.priority <= 3
+
+
+def test_an_agent_with_tools_and_an_output_type_gets_a_parsed_object(agent_server: Server) -> None:
+    """The SDK sends `tools` and `response_format` together: after its tool call, the agent's answer
+    is held to the output type, not to a free string (it used to fail with "Invalid JSON")."""
+    from agents import function_tool
+
+    looked_up: list[str] = []
+
+    @function_tool
+    def look_up(topic: str) -> str:
+        """Look a topic up."""
+        looked_up.append(topic)
+        return "found"
+
+    # 'c' (token 5 + 0x63) favoured: once the tool has run, the random model opens {"content": ...}
+    # (its answer) rather than {"tool_calls": ...} again. The constraint decides what may follow.
+    settings = ModelSettings(tool_choice="required", temperature=1.0, max_tokens=300,
+                             extra_body={"logit_bias": {"39": 4, "104": 4}, "seed": 5})
+    agent = Agent(name=AGENT, instructions="Look the topic up, then write a note.", model=hal0_model(agent_server),
+                  tools=[look_up], output_type=Note, model_settings=settings)
+    result = asyncio.run(asyncio.wait_for(Runner.run(agent, "Buy milk, urgent.", max_turns=4), 300))
+    note = result.final_output
+    assert looked_up, f"the agent called its tool first: {result.new_items}"
+    assert isinstance(note, Note) and 1 <= note.priority <= 3 and len(note.title) <= 20

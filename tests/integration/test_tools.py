@@ -35,7 +35,8 @@ TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "Forecast for a city", "parameters": WEATHER}},
     {
         "type": "function",
-        "function": {"name": "remember", "parameters": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 40}}, "required": ["text"]}},
+        "function": {"name": "remember", "parameters": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 40}}, "required": ["text"],
+                                               "additionalProperties": False}},
     },
 ]
 SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TOOLS}
@@ -196,10 +197,10 @@ def test_chat_completions_parse_with_a_pydantic_model(client: openai.OpenAI) -> 
 @pytest.mark.parametrize(
     ("where", "schema", "keyword", "path"),
     [
-        ("tools", {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}}}, "pattern", "$.properties.code.pattern"),
-        ("tools", {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}, "multipleOf", "$.properties.n.multipleOf"),
-        ("response_format", {"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}]}}}, "oneOf", "$.properties.a.oneOf"),
-        ("response_format", {"type": "array", "items": {"type": "string", "format": "email"}}, "format", "$.items.format"),
+        ("tools", {"type": "object", "properties": {"code": {"type": "string", "not": {"const": "x"}}}}, "not", "$.properties.code.not"),
+        ("tools", {"type": "object", "properties": {"n": {"type": "array", "uniqueItems": True}}}, "uniqueItems", "$.properties.n.uniqueItems"),
+        ("response_format", {"type": "object", "properties": {"a": {"if": {"type": "string"}}}}, "if", "$.properties.a.if"),
+        ("response_format", {"type": "array", "items": {"type": "array", "contains": {"type": "integer"}}}, "contains", "$.items.contains"),
     ],
 )
 def test_an_unsupported_schema_keyword_is_400_naming_it_and_its_path(tools_server: Server, where: str, schema: dict, keyword: str, path: str) -> None:

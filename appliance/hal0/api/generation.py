@@ -35,6 +35,7 @@ from hal0.inference import (
     QueueFull,
     StillLoading,
     UnknownModel,
+    check_task,
 )
 from hal0.services import Services
 from hal0.tools.policy import admit_generation
@@ -137,6 +138,17 @@ async def cancel_on_disconnect(request: Request, cancel: Callable[[], None]) -> 
         watcher.cancel()
 
 
+async def check(task: Any) -> None:
+    """Refuse, before the task takes a quota lease or a place in the queue, what can be known not to
+    run: a schema or grammar that cannot be enforced. Compiling one is CPU work (a large schema takes
+    a good fraction of a second) and goes to a thread, never the event loop; the result is cached,
+    so the run itself pays nothing more."""
+    try:
+        await asyncio.to_thread(check_task, task)
+    except InvalidTask as error:
+        raise task_error(error) from None
+
+
 def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
     if isinstance(error, InvalidTask):
         return bad_request(str(error), param=error.param, code=error.code)
@@ -146,6 +158,7 @@ def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
 async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) -> list[Event]:
     """All events of `task`, or an API error (499 when the client left)."""
     services = services_of(request)
+    await check(task)
     lease = admit(request)  # the persona's quotas, before the request waits for the model
     generation = None
     async with AsyncExitStack() as stack:
@@ -211,6 +224,7 @@ async def start_stream(
 ) -> GenerationStream:
     """An SSE stream of `encode(event)` chunks for each event of `task`, then `wire.done`."""
     services = services_of(request)
+    await check(task)
     lease = admit(request)
     generation = None
     stack = AsyncExitStack()

@@ -34,7 +34,6 @@ from hal0.inference import (
     Cancelled,
     Event,
     Finish,
-    InvalidTask,
     JsonOutput,
     Task,
     TextDelta,
@@ -42,7 +41,6 @@ from hal0.inference import (
     Tool,
     ToolCallDelta,
 )
-from hal0.inference.toolcalls import check_tools
 
 
 async def list_models(request: Request) -> JSONResponse:
@@ -168,7 +166,7 @@ def _tool_calls(events: list[Event]) -> list[dict[str, Any]]:
 
 
 def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
-    tools = tuple(
+    return tuple(
         Tool(
             tool.function.name,
             tool.function.description or "",
@@ -177,11 +175,6 @@ def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
         )
         for index, tool in enumerate(body.tools or ())
     )
-    try:
-        check_tools(tools)
-    except InvalidTask as error:
-        raise bad_request(str(error), param=error.param, code=error.code) from None
-    return tools
 
 
 def _output(body: ChatCompletionRequest) -> JsonOutput | None:

@@ -4,6 +4,7 @@ A dialect builds a `Task`, takes the model's turn (`ModelRuntime.turn`), and ite
 of `ModelRuntime.start(task).events()`: TextDelta / ToolCallDelta, then one Finish.
 """
 
+from hal0.inference.generate import check_task
 from hal0.inference.lifecycle import Lifecycle, ModelStatus, StillLoading
 from hal0.inference.registry import ModelRegistry, UnknownModel
 from hal0.inference.runtime import Cancelled, Generation, LoadState, ModelRuntime, ModelUnavailable, QueueFull
@@ -25,5 +26,5 @@ from hal0.inference.task import (
 __all__ = [
     "Cancelled", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput", "Lifecycle", "LoadState",
     "ModelRegistry", "ModelRuntime", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
-    "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage",
+    "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task",
 ]

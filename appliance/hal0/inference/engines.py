@@ -22,7 +22,6 @@ from hal0.inference.batching import END, ERROR, BatchScheduler
 from hal0.inference.job import Sampled, TokenJob, TokenStep
 from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
 from hal0.inference.task import FinishReason, GenerationFailed
-from hal0.inference.utf8 import Utf8Guard, Utf8Tables
 
 __all__ = ["BatchedEngine", "Engine", "Sampled", "SingleEngine", "TokenJob"]
 
@@ -49,7 +48,6 @@ class SingleEngine:
         self._n_vocab = llama.n_vocab()
         self._default_seed = default_seed
         self._cache = PromptCache(llama._ctx.ctx, llama._model.model, prompt_cache_bytes, observer)
-        self._utf8 = Utf8Tables(llama._model)
 
     @property
     def context(self) -> int:
@@ -58,8 +56,6 @@ class SingleEngine:
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
         llama = self._llama
         rest = self._reuse_prefix(job.prompt)
-        if job.grammar is not None and job.utf8 is None:
-            job.utf8 = Utf8Guard(self._utf8.get())
         step = TokenStep(job, llama._model, self._n_vocab, self._default_seed)
         ctx = llama._ctx.ctx
         try:
@@ -116,17 +112,12 @@ class BatchedEngine:
 
     def __init__(self, scheduler: BatchScheduler) -> None:
         self._scheduler = scheduler
-        self._utf8 = Utf8Tables(scheduler.model)
 
     @property
     def context(self) -> int:
         return self._scheduler.slot_ctx
 
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
-        if job.grammar is not None and job.utf8 is None:
-            # Built here, on the job's thread: the first one reads the vocabulary, and the scheduler
-            # thread must not stall every slot for it.
-            job.utf8 = Utf8Guard(self._utf8.get())
         self._scheduler.submit(job)
         ended = False
         try:

@@ -9,25 +9,30 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from hal0.inference.constraint import Constraints, Grammar, schema_grammar
 from hal0.inference.engines import Engine
-from hal0.inference.grammar import _BASE, compile_grammar, schema_gbnf
 from hal0.inference.job import Sampled, TokenJob
 from hal0.inference.task import Event, Finish, FinishReason, InvalidTask, Task, TextDelta, TokenLogprob, Usage
 from hal0.inference.templates import Formatter, stops_of
 from hal0.inference.text import TextStream
-from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_gbnf
+from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_grammar
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """What a run needs of a loaded model: its Llama (tokenizer, vocabulary), template and engine."""
+    """What a run needs of a loaded model: its Llama (tokenizer, vocabulary), template, engine and
+    constraint engine (built with it: its vocabulary is read once, on a thread of its own)."""
 
     llama: Any
     template: Formatter
     engine: Engine
+    constraints: Constraints = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "constraints", Constraints(self.llama._model))
 
 
 def prompt_tokens(llama: Any, prompt: str) -> list[int]:
@@ -57,15 +62,21 @@ def calls_tools(task: Task) -> bool:
     return bool(task.tools) and task.tool_choice != "none" and task.messages is not None
 
 
-def grammar_text(task: Task) -> str | None:
-    """The GBNF constraining the reply: tool calls, a JSON schema, any JSON object, or none."""
+def constraint_grammar(task: Task) -> Grammar | None:
+    """The grammar the reply is held to: tool calls (with the response format for a text answer),
+    a JSON schema, any JSON object, or none. Raises SchemaError (a 400) for what cannot be enforced;
+    cached, so the dialects' check before admission makes the run's call free."""
     if calls_tools(task):
-        return tools_gbnf(task)
+        return tools_grammar(task)
     if task.output is None:
         return None
-    if task.output.schema is None:
-        return f"root ::= json-object\n{_BASE}"
-    return schema_gbnf(task.output.schema, task.output.param)
+    return schema_grammar(task.output.schema if task.output.schema is not None else {"type": "object"}, task.output.param)
+
+
+def check_task(task: Task) -> None:
+    """What can be checked of a task before it runs: its constraint compiles (SchemaError, a 400,
+    if not; cached). Runs on a thread: a large schema takes a fraction of a second."""
+    constraint_grammar(task)
 
 
 def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
@@ -81,7 +92,7 @@ def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
 def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[Event]:
     """The task's events. Raises InvalidTask before the first event when the task cannot run."""
     llama, engine = model.llama, model.engine
-    gbnf = grammar_text(task)  # an unsupported schema is refused before anything runs
+    grammar = constraint_grammar(task)  # an unsupported schema is refused before anything runs
     tokens, stops = task_prompt(model, task)
     if not tokens:
         raise InvalidTask("the prompt is empty", param="prompt")
@@ -97,17 +108,17 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
         sampling=task.sampling,
         cancel=cancel,
         deadline=task.deadline,
-        grammar=compile_grammar(gbnf, "tools" if calls_tools(task) else "response_format") if gbnf else None,
+        constraint=model.constraints.start(grammar) if grammar is not None else None,
         top_logprobs=task.logprobs,
         agent=task.agent,
     )
     events = _text_events(llama, task, job, engine, stops, started, len(tokens))
-    yield from _tool_events(events) if calls_tools(task) else events
+    yield from _tool_events(events, json_answer=task.output is not None) if calls_tools(task) else events
 
 
-def _tool_events(events: Iterator[TextDelta | Finish]) -> Iterator[Event]:
+def _tool_events(events: Iterator[TextDelta | Finish], json_answer: bool) -> Iterator[Event]:
     """The constrained reply as text or tool-call deltas; a reply with calls finishes "tool_calls"."""
-    parser = ReplyParser()
+    parser = ReplyParser(json_answer)
     for event in events:
         if isinstance(event, TextDelta):
             yield from parser.feed(event.text)

@@ -14,13 +14,29 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hal0.inference.sampling import Sampling, build_sampler, greedy_token, is_plain_greedy, logits_row, token_logprobs
 from hal0.inference.task import FinishReason
-from hal0.inference.utf8 import Utf8Guard
 
-__all__ = ["Sampled", "TokenJob", "TokenStep"]
+__all__ = ["Constraint", "Sampled", "TokenJob", "TokenStep"]
+
+
+class Constraint(Protocol):
+    """A job's output constraint at each step (constraint.TokenConstraint is the one there is)."""
+
+    def mask(self, logits: Any) -> None:
+        """Set to -inf, in place, every token the constraint does not allow next."""
+        ...
+
+    def accept(self, token: int) -> None:
+        """Advance past the sampled `token` (GenerationFailed if it cannot)."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """The constrained output is complete: nothing may follow it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,7 @@ class TokenJob:
     sampling: Sampling
     cancel: threading.Event
     deadline: float = float("inf")
-    grammar: Any = None  # llama_cpp.LlamaGrammar
-    utf8: Utf8Guard | None = None  # with a grammar: keeps its output valid UTF-8
+    constraint: Constraint | None = None  # built on the request's thread, used on the decoding one
     top_logprobs: int | None = None  # None: no logprobs
     agent: str | None = None  # who sent it: the batched engine offers it the slot it last used
     finish: FinishReason = FinishReason.STOP
@@ -77,24 +92,24 @@ class TokenStep:
         self._sample = llama_cpp.llama_sampler_sample
         self._vocab = model.vocab
         self._n_vocab = n_vocab
-        plain = is_plain_greedy(job.sampling, job.grammar)
+        plain = is_plain_greedy(job.sampling)
         self._bias = dict(job.sampling.logit_bias or {}) if plain else None
-        self._sampler = None if plain else build_sampler(model, n_vocab, job.sampling, job.grammar, default_seed)
+        self._sampler = None if plain else build_sampler(n_vocab, job.sampling, default_seed)
 
     def sample(self, ctx: Any, index: int) -> Sampled | FinishReason:
         """The job's next token from row `index` of the batch `ctx` last decoded, or why it ends there."""
         job = self.job
         logits = logits_row(ctx, index, self._n_vocab)
         raw = logits.copy() if job.top_logprobs is not None else None  # the model's own, before any mask or bias
-        if job.utf8 is not None and self._sampler is not None:
-            job.utf8.mask(logits)
+        if job.constraint is not None:
+            job.constraint.mask(logits)  # before the bias and the sampler chain: they choose among what it allows
         token = greedy_token(logits, self._bias) if self._sampler is None else self._sample(self._sampler.sampler, ctx, index)
         if job.first_token_at is None:
             job.first_token_at = time.perf_counter()
         if self._is_eog(self._vocab, token):
             return FinishReason.STOP
-        if job.utf8 is not None:
-            job.utf8.accept(token)
+        if job.constraint is not None:
+            job.constraint.accept(token)
         self.generated += 1
         logprob, top = token_logprobs(raw, token, job.top_logprobs or 0) if raw is not None else (None, ())
         return Sampled(token, logprob, top)
@@ -102,6 +117,8 @@ class TokenStep:
     def ended(self, n_past: int, n_ctx: int) -> FinishReason | None:
         """After a token: whether the job ends with it. The next token would need a cell of its own
         (position `n_past`), so a full context ends the job, never llama_decode failing."""
+        if self.job.constraint is not None and self.job.constraint.finished:
+            return FinishReason.STOP  # the constrained output is whole: no step spent on an end token
         if self.generated >= self.job.max_tokens or n_past + 1 >= n_ctx:
             return FinishReason.LENGTH
         return None

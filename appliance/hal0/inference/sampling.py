@@ -32,9 +32,10 @@ class Sampling:
         return (self.repeat_penalty, self.frequency_penalty, self.presence_penalty) != (1.0, 0.0, 0.0)
 
 
-def is_plain_greedy(sampling: Sampling, grammar: Any) -> bool:
-    """Greedy with no grammar and no penalties: the choice is an argmax (greedy_token), no sampler chain."""
-    return sampling.temperature == 0 and grammar is None and not sampling.penalised
+def is_plain_greedy(sampling: Sampling) -> bool:
+    """Greedy with no penalties: the choice is an argmax (greedy_token) over the (masked) logits, no
+    sampler chain."""
+    return sampling.temperature == 0 and not sampling.penalised
 
 
 def greedy_token(logits: numpy.ndarray, bias: dict[int, float] | None) -> int:
@@ -46,8 +47,9 @@ def greedy_token(logits: numpy.ndarray, bias: dict[int, float] | None) -> int:
     return int(logits.argmax())
 
 
-def build_sampler(model: Any, n_vocab: int, sampling: Sampling, grammar: Any, default_seed: int | None) -> Any:
-    """A llama.cpp sampler chain (an `_internals.LlamaSampler`; the caller closes it)."""
+def build_sampler(n_vocab: int, sampling: Sampling, default_seed: int | None) -> Any:
+    """A llama.cpp sampler chain (an `_internals.LlamaSampler`; the caller closes it). An output
+    constraint is not part of it: the constraint masks the logits before the chain samples."""
     import llama_cpp
     from llama_cpp import _internals
 
@@ -56,8 +58,6 @@ def build_sampler(model: Any, n_vocab: int, sampling: Sampling, grammar: Any, de
         sampler.add_logit_bias(n_vocab, sampling.logit_bias)
     if sampling.penalised:
         sampler.add_penalties(n_vocab, 64, sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
-    if grammar is not None:
-        sampler.add_grammar(model, grammar)
     seed = sampling.seed if sampling.seed is not None else default_seed
     seed = llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF
     if sampling.temperature == 0:
@@ -83,7 +83,7 @@ def logits_row(ctx: Any, index: int, n_vocab: int) -> numpy.ndarray:
 
 def token_logprobs(logits: numpy.ndarray, token: int, top: int) -> tuple[float, tuple[tuple[int, float], ...]]:
     """The natural-log probability of `token` under log-softmax(logits) and the `top` most likely
-    tokens with theirs: the model's own distribution, before any bias, grammar or truncation."""
+    tokens with theirs: the model's own distribution, before any bias, constraint or truncation."""
     row = logits.astype(numpy.float64)
     peak = row.max()
     log_total = peak + numpy.log(numpy.exp(row - peak).sum())

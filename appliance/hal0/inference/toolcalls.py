@@ -1,9 +1,10 @@
 """Tool calling in hal0's generic format, for every chat template.
 
-The tools are described in the system turn and the reply is grammar-constrained JSON: either
+The tools are described in the system turn and the reply is constrained JSON (constraint.py): either
 {"content": "..."} (a text answer, `auto` only) or {"tool_calls": [{"name": ..., "arguments": {...}}]}
-where each call's arguments match that tool's parameters schema. The reply is parsed as it is
-generated, so a stream carries the text, or each call's name and then its argument fragments.
+where each call's arguments match that tool's parameters schema. With a response format too, the
+text answer is {"content": <JSON matching it>}, and its JSON is the answer. The reply is parsed as
+it is generated, so a stream carries the text, or each call's name and then its argument fragments.
 
 Earlier turns are rendered in the same format so a whole tool loop can be sent back: an assistant
 turn with tool_calls becomes that JSON, a tool result a user turn naming its call.
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from hal0.inference.grammar import _BASE, _Converter
+from hal0.inference.constraint import Grammar, embedded_schema, lark_grammar, schema_grammar
 from hal0.inference.task import InvalidTask, Task, TextDelta, Tool, ToolCallDelta
 
 _CALLS = '{"tool_calls":['
@@ -62,42 +63,44 @@ def _arguments(raw: Any) -> Any:
     return raw
 
 
-def tools_gbnf(task: Task) -> str:
-    """The grammar of a reply under the task's tool_choice."""
-    tools = task.tools
-    if task.tool_choice not in ("auto", "required"):
-        tools = tuple(tool for tool in tools if tool.name == task.tool_choice)
-        if not tools:
-            raise InvalidTask(f"tool_choice names {task.tool_choice!r}, which is not in tools", param="tool_choice")
-    converter = _Converter({}, "tools")
-    calls = []
-    for tool in tools:
-        converter.param = tool.param
-        converter.root = tool.parameters if isinstance(tool.parameters, dict) else {}
-        converter.refs = {}
-        arguments = converter.visit_checked(tool.parameters)
-        calls.append(f'"{{\\"name\\":\\"{tool.name}\\",\\"arguments\\":" {arguments} "}}"')
-    call = converter.rule(" | ".join(calls))
+def chosen_tools(task: Task) -> tuple[Tool, ...]:
+    """The tools the reply may call under the task's tool_choice."""
+    if task.tool_choice in ("auto", "required", "none"):
+        return task.tools
+    tools = tuple(tool for tool in task.tools if tool.name == task.tool_choice)
+    if not tools:
+        raise InvalidTask(f"tool_choice names {task.tool_choice!r}, which is not in tools", param="tool_choice")
+    return tools
+
+
+def tools_grammar(task: Task) -> Grammar:
+    """The grammar of a reply under the task's tool_choice (and its response format, if any), as a
+    Lark grammar embedding each tool's parameters schema."""
+    rules = []
+    for index, tool in enumerate(chosen_tools(task)):
+        enforced = schema_grammar(tool.parameters, tool.param)  # a refusal names the tool's own param and path
+        head = f'{{"name":{json.dumps(tool.name)},"arguments":'
+        rules.append(f"call_{index}: {json.dumps(head)} args_{index} \"}}\"")
+        rules.append(f"args_{index}: %json {embedded_schema(enforced.schema)}")
+    call = " | ".join(f"call_{index}" for index in range(len(rules) // 2))
     many = task.parallel_tool_calls and task.tool_choice in ("auto", "required")
-    listed = f'{call} ("," {call})*' if many else call
-    root = f'"{{\\"tool_calls\\":[" {listed} "]}}"'
+    lines = [f'calls: {json.dumps(_CALLS)} call ("," call)* "]}}"' if many else f'calls: {json.dumps(_CALLS)} call "]}}"', f"call: {call}", *rules]
     if task.tool_choice == "auto":
-        root = f'("{{\\"content\\":" json-string "}}") | ({root})'
-    rules = "\n".join(f"{name} ::= {body}" for name, body in converter.rules.items())
-    return f"root ::= {root}\n{rules}\n{_BASE}"
-
-
-def check_tools(tools: tuple[Tool, ...]) -> None:
-    """Refuse tool schemas hal0 cannot enforce (a 400 naming the keyword and where it is)."""
-    for tool in tools:
-        converter = _Converter(tool.parameters if isinstance(tool.parameters, dict) else {}, tool.param)
-        converter.visit_checked(tool.parameters)
+        answer: Any = {"type": "string"}
+        if task.output is not None:
+            answer = schema_grammar(task.output.schema if task.output.schema is not None else {"type": "object"}, task.output.param).schema
+        lines = ["start: calls | content", *lines, f'content: {json.dumps(_CONTENT)} answer "}}"', f"answer: %json {embedded_schema(answer)}"]
+    else:
+        lines = ["start: calls", *lines]
+    return lark_grammar("\n".join(lines), "tools")
 
 
 class ReplyParser:
     """Constrained reply text in, TextDelta / ToolCallDelta out, as the characters arrive."""
 
-    def __init__(self) -> None:
+    def __init__(self, json_answer: bool = False) -> None:
+        # json_answer: a response format holds the text answer, {"content": <its JSON>}; else a string
+        self._json_answer = json_answer
         self._head = ""  # text before the reply's kind is known
         self._mode = "start"
         self._call = -1
@@ -116,11 +119,19 @@ class ReplyParser:
             self._head += char
             if self._head == _CALLS:
                 self._mode = "head"
+            elif self._json_answer and self._head == _CONTENT:
+                self._mode = "answer"
             elif self._head == _CONTENT + '"':
                 self._mode = "content"
             return
         if self._mode == "content":
             yield from self._content(char)
+        elif self._mode == "answer":
+            if not self._in_string and self._depth == 0 and char == "}":
+                self._mode = "done"  # the wrapper closed: the answer's JSON is whole
+                return
+            self._track(char)
+            yield TextDelta(char)
         elif self._mode == "head":
             self._pending += char
             if self._pending.endswith('"arguments":'):
