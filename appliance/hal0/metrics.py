@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hal0.inference import Lifecycle, ModelRegistry
+from hal0.inference import Lifecycle, ModelRegistry, ModelState
 from hal0.inference.prompt_cache import CacheSize, PromptReuse
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -22,7 +22,6 @@ _TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_STATES = ("unloaded", "loading", "ready", "failed")
 
 
 class _ModelCollector(Collector):
@@ -44,8 +43,8 @@ class _ModelCollector(Collector):
             busy.add_metric([model.id], 1 if model.running else 0)
             slots.add_metric([model.id], model.slots)
             busy_slots.add_metric([model.id], model.running)
-            for candidate in _STATES:
-                state.add_metric([model.id, candidate], 1 if model.state == candidate else 0)
+            for candidate in ModelState:
+                state.add_metric([model.id, candidate.value], 1 if model.state is candidate else 0)
         loaded.add_metric([], self._lifecycle.loaded_count)
         return [depth, busy, slots, busy_slots, state, loaded]
 

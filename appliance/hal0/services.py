@@ -16,7 +16,6 @@ from pathlib import Path
 
 from hal0 import __version__
 from hal0.agents.approvals import ApprovalStore
-from hal0.agents.fairshare import FairShare
 from hal0.agents.quotas import Quotas
 from hal0.config import ConfigError, Hal0Config, LoadedConfig, load_config
 from hal0.inference import Lifecycle, ModelRegistry
@@ -41,7 +40,6 @@ class Services:
     metrics: Metrics
     memory: MemoryService
     quotas: Quotas  # per-agent counters: outside the config, so they survive a reload
-    fair: FairShare = field(default_factory=FairShare)  # who of the waiting gets a model's next slot
     started_at: float = field(default_factory=time.time)
     version: str = __version__
     last_reload: ReloadResult | None = None

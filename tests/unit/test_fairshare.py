@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hal0.agents.fairshare import FairGate
+from hal0.inference.admission import FairGate
 
 
 async def _run(gate: FairGate, arrivals: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,11 +22,12 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from hal0.agents.fairshare import FairGate
 from hal0.agents.quotas import Lease, QuotaExceededError
 from hal0.api.errors import ApiError, bad_request, not_found, overloaded, rate_limited, unavailable
 from hal0.api.identity import agent_of
 from hal0.inference import (
+    Cancelled,
+    EmbeddingFailed,
     Event,
     Finish,
     GenerationFailed,
@@ -70,29 +72,38 @@ def _used(generation: Any) -> int:
     return finish.usage.total_tokens if finish is not None else 0
 
 
-def fair_turn(services: Services, runtime: ModelRuntime, lease: Lease) -> tuple[FairGate, str]:
-    """The model's fair-share gate and the agent waiting at it (the lease's), for enter_turn."""
-    return services.fair.gate(runtime.id, runtime.slots), lease.agent
-
-
 def deadline_of(services: Services) -> float:
     """The request's deadline on the perf_counter clock (it includes time spent queued)."""
     return time.perf_counter() + services.config.server.request_timeout_s
 
 
-async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request | None = None,
-                     fair: FairGate | None = None, agent: str | None = None) -> None:
-    """Take the model's turn on `stack` through its lifecycle (which loads it first when it is not in
-    memory), turning queue and load problems into API errors. With a fair gate, the agent waits for its
-    fair turn (agents/fairshare.py) rather than first-come.
+@dataclass
+class Held:
+    """What a request holds while the model works for it: its quota lease, which counts `tokens()` when it ends."""
 
-    With `request`, a client that goes away while waiting gives up its place (499); a load it started
-    goes on for the others."""
+    lease: Lease
+    tokens: Callable[[], int] = lambda: 0
+
+
+async def hold_model(stack: AsyncExitStack, request: Request, runtime: ModelRuntime) -> Held:
+    """The caller's pass through its persona's quotas, then the model's turn, both held on `stack`: closing
+    it releases the turn and finishes the lease, counting the tokens `Held.tokens` reports by then."""
+    held = Held(admit(request))  # the persona's quotas, before the request waits for the model
+    # However it ends, the lease's place is freed and the tokens used are counted.
+    stack.callback(lambda: held.lease.finish(held.tokens()))
+    await enter_turn(stack, services_of(request), runtime, request, held.lease.agent)
+    return held
+
+
+async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request, agent: str) -> None:
+    """Take the model's turn on `stack` through its lifecycle (which loads it first when it is not in
+    memory and admits the request in the model's fair order), turning queue and load problems into API
+    errors. A client that goes away while waiting gives up its place (499); a load it started goes on for
+    the others."""
     server = services.config.server
-    order = fair.slot(agent) if fair is not None and agent is not None else None
-    entering = stack.enter_async_context(services.lifecycle.use(runtime, server.queue_limit, server.request_timeout_s, order))
+    entering = stack.enter_async_context(services.lifecycle.use(runtime, agent, server.queue_limit, server.request_timeout_s))
     try:
-        await (entering if request is None else _unless_disconnected(request, entering))
+        await _unless_disconnected(request, entering)
     except QueueFull as error:
         raise overloaded(str(error), error.retry_after) from None
     except StillLoading as error:
@@ -157,15 +168,11 @@ def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
 
 async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) -> list[Event]:
     """All events of `task`, or an API error (499 when the client left)."""
-    services = services_of(request)
     await check(task)
-    lease = admit(request)  # the persona's quotas, before the request waits for the model
-    generation = None
     async with AsyncExitStack() as stack:
-        # However it ends, the lease's place is freed and the tokens used are counted.
-        stack.callback(lambda: lease.finish(_used(generation)))
-        await enter_turn(stack, services, runtime, request, *fair_turn(services, runtime, lease))
+        held = await hold_model(stack, request, runtime)
         generation = runtime.start(task)
+        held.tokens = lambda: _used(generation)
         async with cancel_on_disconnect(request, generation.cancel):
             try:
                 events = [event async for event in generation.events()]
@@ -174,6 +181,24 @@ async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) 
     if generation.cancelled and (generation.finish is None or generation.finish.reason == "cancelled"):
         raise ApiError(499, "client closed the request", code="client_closed")
     return events
+
+
+async def run_embeddings(request: Request, runtime: ModelRuntime, inputs: list[str]) -> dict[str, Any]:
+    """The embeddings of `inputs` (data and usage), held and counted like a generation, or an API error."""
+    cancel = threading.Event()
+    async with AsyncExitStack() as stack:
+        held = await hold_model(stack, request, runtime)
+        async with cancel_on_disconnect(request, cancel.set):
+            try:
+                raw = await runtime.embed(inputs, cancel)
+            except Cancelled:
+                raise ApiError(499, "client closed the request", code="client_closed") from None
+            except InvalidTask as error:
+                raise task_error(error) from None
+            except EmbeddingFailed as error:
+                raise unavailable(f"embeddings failed: {error}") from None
+        held.tokens = lambda: raw["usage"]["prompt_tokens"]
+    return raw
 
 
 class GenerationStream(StreamingResponse):
@@ -223,18 +248,15 @@ async def start_stream(
     request: Request, runtime: ModelRuntime, task: Any, encode: Encode, wire: Wire = OPENAI_WIRE
 ) -> GenerationStream:
     """An SSE stream of `encode(event)` chunks for each event of `task`, then `wire.done`."""
-    services = services_of(request)
     await check(task)
-    lease = admit(request)
-    generation = None
-    stack = AsyncExitStack()
-    stack.callback(lambda: lease.finish(_used(generation)))  # released with the stream's turn
+    stack = AsyncExitStack()  # released with the stream's turn
     try:
-        await enter_turn(stack, services, runtime, request, *fair_turn(services, runtime, lease))
-    except ApiError:
+        held = await hold_model(stack, request, runtime)
+    except BaseException:
         await stack.aclose()
         raise
     generation = runtime.start(task)
+    held.tokens = lambda: _used(generation)
     source = generation.events()
     try:
         first = await anext(source)

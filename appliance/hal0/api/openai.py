@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import struct
-import threading
 import time
 import uuid
-from contextlib import AsyncExitStack
 from typing import Any
 
 from starlette.requests import Request
@@ -15,23 +13,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0.api.body import parse_json
-from hal0.api.errors import ApiError, bad_request, unavailable
-from hal0.api.generation import (
-    admit,
-    cancel_on_disconnect,
-    deadline_of,
-    enter_turn,
-    fair_turn,
-    lookup_model,
-    run_to_completion,
-    services_of,
-    start_stream,
-)
+from hal0.api.errors import ApiError, bad_request
+from hal0.api.generation import deadline_of, lookup_model, run_embeddings, run_to_completion, services_of, start_stream
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hal0.api.tasks import apply_persona, calls_of, chat_task, finish_of, sampling_of, stops_of, text_of
 from hal0.inference import (
-    Cancelled,
     Event,
     Finish,
     JsonOutput,
@@ -257,22 +244,7 @@ async def embeddings(request: Request) -> Response:
         raise bad_request(f"model {runtime.id!r} does not serve embeddings (models[].embeddings is false)", param="model")
     if any(not text for text in body.inputs):
         raise bad_request("input must not contain empty strings", param="input")
-    cancel = threading.Event()
-    lease = admit(request)
-    used = {"tokens": 0}
-    async with AsyncExitStack() as stack:
-        stack.callback(lambda: lease.finish(used["tokens"]))
-        await enter_turn(stack, services, runtime, None, *fair_turn(services, runtime, lease))
-        async with cancel_on_disconnect(request, cancel.set):
-            try:
-                raw = await runtime.embed(body.inputs, cancel)
-                used["tokens"] = raw.get("usage", {}).get("prompt_tokens", 0)
-            except Cancelled:
-                raise ApiError(499, "client closed the request", code="client_closed") from None
-            except ValueError as error:
-                raise bad_request(str(error), param="input", code="context_length_exceeded") from None
-            except RuntimeError as error:
-                raise unavailable(f"embeddings failed: {error}") from None
+    raw = await run_embeddings(request, runtime, body.inputs)
     data = []
     for item in raw["data"]:
         vector = item["embedding"]

@@ -1,14 +1,19 @@
 """Layer 1: models over llama-cpp-python. Knows nothing of HTTP.
 
-A dialect builds a `Task`, takes the model's turn (`ModelRuntime.turn`), and iterates the events
-of `ModelRuntime.start(task).events()`: TextDelta / ToolCallDelta, then one Finish.
+A dialect builds a `Task`, takes the model's turn through its lifecycle (`Lifecycle.use`: the model's
+`Admission` counts and orders its requests), and iterates the events of `ModelRuntime.start(task).events()`:
+TextDelta / ToolCallDelta, then one Finish.
 """
 
+from hal0.inference.admission import Admission, QueueFull
+from hal0.inference.bridge import Cancelled, Generation
+from hal0.inference.embeddings import EmbeddingFailed
 from hal0.inference.generate import check_task
 from hal0.inference.lifecycle import Lifecycle, ModelStatus, StillLoading
 from hal0.inference.registry import ModelRegistry, UnknownModel
-from hal0.inference.runtime import Cancelled, Generation, LoadState, ModelRuntime, ModelUnavailable, QueueFull
+from hal0.inference.runtime import ModelRuntime
 from hal0.inference.sampling import Sampling
+from hal0.inference.state import ModelState, ModelUnavailable
 from hal0.inference.task import (
     Event,
     Finish,
@@ -24,7 +29,7 @@ from hal0.inference.task import (
 )
 
 __all__ = [
-    "Cancelled", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput", "Lifecycle", "LoadState",
-    "ModelRegistry", "ModelRuntime", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
+    "Admission", "Cancelled", "EmbeddingFailed", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput",
+    "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
     "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task",
 ]

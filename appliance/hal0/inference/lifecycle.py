@@ -1,7 +1,7 @@
 """Which models are in memory, and when: start-up loads, loads on demand, keep-alive, the loaded-model limit.
 
 The runtime (runtime.py) knows how to load, unload and run one model; this module decides when. Every
-request for a model goes through `use()`: it is admitted against the model's queue first (so a model with
+request for a model goes through `use()`: it is admitted by the model's `Admission` first (so a model with
 requests running or waiting is never unloaded), then waits for the model to be ready, starting its load if
 nobody has, then takes the runtime's turn. Concurrent first requests therefore wait on one load; the load is
 a task of its own, so a client that goes away while waiting cancels nothing.
@@ -21,16 +21,17 @@ import ctypes
 import ctypes.util
 import enum
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from hal0 import faults
+from hal0.inference.admission import Admission, Ticket
 from hal0.inference.registry import ModelRegistry
-from hal0.inference.runtime import LoadState, ModelRuntime, ModelUnavailable, QueueFull
+from hal0.inference.runtime import ModelRuntime
+from hal0.inference.state import ModelState, ModelUnavailable
 
 log = logging.getLogger("hal0.inference")
 
@@ -72,7 +73,7 @@ class ModelStatus:
     """What an operator sees of one configured model. Times are Unix timestamps."""
 
     id: str
-    state: str  # unloaded | loading | ready | failed
+    state: ModelState
     load: str  # startup | on_demand
     pinned: bool
     keep_alive_s: float | None
@@ -96,7 +97,6 @@ class ModelStatus:
 @dataclass
 class _Entry:
     runtime: ModelRuntime
-    users: int = 0  # requests (and admin loads) admitted: waiting for the load, for a turn, or running
     last_used: float = 0.0  # monotonic
     ready_since: float | None = None  # monotonic
     load_task: asyncio.Task[None] | None = None
@@ -104,12 +104,16 @@ class _Entry:
     last_load_s: float | None = None  # how long the last successful load took (for Retry-After)
 
     @property
+    def admission(self) -> Admission:
+        return self.runtime.admission
+
+    @property
     def loading(self) -> bool:
         return self.load_task is not None and not self.load_task.done()
 
     @property
     def idle(self) -> bool:
-        return self.users == 0 and not self.loading
+        return self.admission.admitted == 0 and not self.loading
 
 
 def _wall(monotonic: float | None) -> float | None:
@@ -146,44 +150,40 @@ class Lifecycle:
         return self._registry.get(model_id)
 
     @asynccontextmanager
-    async def use(self, runtime: ModelRuntime, queue_limit: int, timeout: float,
-                  order: AbstractAsyncContextManager[None] | None = None) -> AsyncIterator[None]:
-        """Admit a request, have the model ready (loading it if needed) and hold its turn (`order`: who
-        of the waiting goes next, admission's fair share; see ModelRuntime.turn).
+    async def use(self, runtime: ModelRuntime, agent: str, queue_limit: int, timeout: float) -> AsyncIterator[None]:
+        """Admit `agent`'s request, have the model ready (loading it if needed) and hold a slot, taken in
+        the model's fair order (admission.py).
 
         QueueFull when the model's queue is full; ModelUnavailable (StillLoading past `timeout`) when
         it cannot be loaded."""
         entry = self._entries[runtime.id]
-        if entry.users >= runtime.slots + queue_limit:
-            raise QueueFull(runtime.id, retry_after=self._retry_after(entry))
-        entry.users += 1
+        ticket = entry.admission.enter(agent, queue_limit, self._loading_left(entry))
         try:
             async with AsyncExitStack() as stack:
                 for attempt in (1, 2):
                     await self._ready(entry, LoadReason.REQUEST, timeout)
                     try:
-                        # A retry after an unload goes first-come: its fair place was already taken once.
-                        await stack.enter_async_context(runtime.turn(queue_limit, order if attempt == 1 else None))
+                        await stack.enter_async_context(runtime.turn(ticket))
                         break
                     except ModelUnavailable:
                         # An admin unloaded it between its load and our turn: load it again, once.
-                        if attempt == 2 or runtime.state is LoadState.FAILED:
+                        if attempt == 2 or runtime.state is ModelState.FAILED:
                             raise
                 yield
         finally:
-            self._release(entry)
+            self._release(entry, ticket)
 
-    def _release(self, entry: _Entry) -> None:
-        entry.users -= 1
+    def _release(self, entry: _Entry, ticket: Ticket) -> None:
+        entry.admission.leave(ticket)
         entry.last_used = time.monotonic()
-        if entry.users == 0:
+        if entry.admission.admitted == 0:
             self._freed.set()
 
     async def _ready(self, entry: _Entry, reason: LoadReason, timeout: float) -> None:
         runtime = entry.runtime
         deadline = time.monotonic() + timeout
         # A loop: an admin may unload the model right after the load we waited for; then we load it again.
-        while runtime.state is not LoadState.READY or entry.loading:
+        while runtime.state is not ModelState.READY or entry.loading:
             task = self._load_task(entry, reason)  # a model that failed before is tried again
             try:
                 # shield: a waiter that leaves (deadline, client gone) never cancels the load for the others.
@@ -191,7 +191,7 @@ class Lifecycle:
             except TimeoutError:
                 raise StillLoading(f"model {runtime.id!r} is not loaded yet after {timeout:g}s; retry later",
                                    self._retry_after(entry)) from None
-            if runtime.state is LoadState.FAILED:
+            if runtime.state is ModelState.FAILED:
                 raise ModelUnavailable(f"model {runtime.id!r} failed to load: {runtime.error}")
 
     def _load_task(self, entry: _Entry, reason: LoadReason) -> asyncio.Task[None]:
@@ -200,14 +200,15 @@ class Lifecycle:
             entry.load_task = asyncio.create_task(self._load(entry, reason), name=f"hal0-load-{entry.runtime.id}")
         return entry.load_task
 
-    def _retry_after(self, entry: _Entry) -> int:
-        """Seconds until a slot is likely free: the rest of a load in progress (as long as the last one
-        took) plus about a second per request already waiting."""
-        remaining = 0.0
+    def _loading_left(self, entry: _Entry) -> float:
+        """Seconds the load in progress likely still takes (as long as the last one took), 0 when none."""
         if entry.loading and entry.load_started is not None:
-            remaining = max(0.0, (entry.last_load_s or 1.0) - (time.monotonic() - entry.load_started))
-        waiting = max(0, entry.users - entry.runtime.busy_slots)
-        return max(1, math.ceil(remaining) + waiting)
+            return max(0.0, (entry.last_load_s or 1.0) - (time.monotonic() - entry.load_started))
+        return 0.0
+
+    def _retry_after(self, entry: _Entry) -> int:
+        """Seconds until a slot is likely free (Admission.retry_after, counting a load in progress)."""
+        return entry.admission.retry_after(self._loading_left(entry))
 
     # ---- loads and unloads -----------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class Lifecycle:
         runtime = entry.runtime
         entry.load_started = time.monotonic()
         async with self._changes:
-            if runtime.state is LoadState.READY:
+            if runtime.state is ModelState.READY:
                 return
             if not await self._make_room(entry):
                 log.info("model %s: load abandoned, no request waits for it any more", runtime.id)
@@ -224,7 +225,7 @@ class Lifecycle:
             await asyncio.sleep(faults.delay("slow-load"))
             await runtime.load()
             seconds = time.monotonic() - started
-        if runtime.state is LoadState.READY:
+        if runtime.state is ModelState.READY:
             entry.ready_since = entry.last_used = time.monotonic()
             entry.last_load_s = seconds
             log.info("model %s loaded (%s) in %.2fs", runtime.id, reason.value, seconds)
@@ -234,7 +235,7 @@ class Lifecycle:
             self.observer.model_load_failed(runtime.id, reason.value)
 
     def _loaded(self) -> list[_Entry]:
-        return [entry for entry in self._entries.values() if entry.runtime.state is LoadState.READY]
+        return [entry for entry in self._entries.values() if entry.runtime.state is ModelState.READY]
 
     async def _make_room(self, entry: _Entry) -> bool:
         """Unload least recently used idle, unpinned models until one more fits. Called holding `_changes`.
@@ -248,7 +249,7 @@ class Lifecycle:
                 log.info("model %s evicted (least recently used) to load %s", victim.runtime.id, entry.runtime.id)
                 await self._unload_now(victim, UnloadReason.EVICTED)
                 continue
-            if entry.users == 0 and self._started:
+            if entry.admission.admitted == 0 and self._started:
                 return False
             self._freed.clear()
             with contextlib.suppress(TimeoutError):
@@ -269,12 +270,12 @@ class Lifecycle:
         or ModelUnavailable."""
         runtime = self.runtime(model_id)
         entry = self._entries[runtime.id]
-        changed = runtime.state is not LoadState.READY
-        entry.users += 1  # wanted while it loads: never evicted, and the load is not abandoned
+        changed = runtime.state is not ModelState.READY
+        ticket = entry.admission.enter(None, None)  # wanted while it loads: never evicted, the load not abandoned
         try:
             await self._ready(entry, LoadReason.ADMIN, timeout)
         finally:
-            self._release(entry)
+            self._release(entry, ticket)
         return self.status(runtime), changed
 
     async def unload(self, model_id: str) -> tuple[ModelStatus, bool]:
@@ -282,7 +283,7 @@ class Lifecycle:
         runtime = self.runtime(model_id)
         entry = self._entries[runtime.id]
         async with self._changes:
-            changed = runtime.state is LoadState.READY
+            changed = runtime.state is ModelState.READY
             if changed:
                 await self._unload_now(entry, UnloadReason.ADMIN)
         return self.status(runtime), changed
@@ -305,12 +306,12 @@ class Lifecycle:
         now = time.monotonic()
         for entry in self._entries.values():
             keep_alive = entry.runtime.config.keep_alive_s
-            if keep_alive is None or entry.runtime.state is not LoadState.READY or not entry.idle:
+            if keep_alive is None or entry.runtime.state is not ModelState.READY or not entry.idle:
                 continue
             if now - entry.last_used >= keep_alive:
                 async with self._changes:
                     # Re-checked under the lock: a request may have arrived while we waited for it.
-                    if entry.runtime.state is LoadState.READY and entry.idle and time.monotonic() - entry.last_used >= keep_alive:
+                    if entry.runtime.state is ModelState.READY and entry.idle and time.monotonic() - entry.last_used >= keep_alive:
                         await self._unload_now(entry, UnloadReason.KEEP_ALIVE)
 
     # ---- what operators see ------------------------------------------------------------------
@@ -318,25 +319,31 @@ class Lifecycle:
     def status(self, runtime: ModelRuntime) -> ModelStatus:
         entry = self._entries[runtime.id]
         config = runtime.config
-        if entry.loading:
-            state, since = "loading", entry.load_started
-        elif runtime.state is LoadState.PENDING and config.load == "startup" and not self._started:
-            state, since = "loading", None  # queued behind another start-up model: /health says loading too
-        elif runtime.state is LoadState.READY:
-            state, since = "ready", entry.ready_since
-        elif runtime.state is LoadState.FAILED:
-            state, since = "failed", None
-        else:
-            state, since = "unloaded", None
+        state, since = self._state(entry)
+        admission = entry.admission
         deadline = None
-        if state == "ready" and entry.users == 0 and config.keep_alive_s is not None:
+        if state is ModelState.READY and admission.admitted == 0 and config.keep_alive_s is not None:
             deadline = _wall(entry.last_used + config.keep_alive_s)
         return ModelStatus(
             id=runtime.id, state=state, load=config.load, pinned=config.pinned, keep_alive_s=config.keep_alive_s,
             since=_wall(since), last_used=_wall(entry.last_used) if entry.last_used else None, idle_deadline=deadline,
-            error=runtime.error if state == "failed" else None, running=runtime.busy_slots,
-            waiting=max(0, entry.users - runtime.busy_slots), slots=runtime.slots,
+            error=runtime.error if state is ModelState.FAILED else None, running=admission.running,
+            waiting=admission.waiting, slots=runtime.slots,
         )
+
+    def _state(self, entry: _Entry) -> tuple[ModelState, float | None]:
+        """What operators see, and since when (monotonic): a load in progress, or a start-up model queued
+        behind another's load, is LOADING (/health says loading too)."""
+        runtime = entry.runtime
+        if entry.loading:
+            return ModelState.LOADING, entry.load_started
+        if runtime.state is ModelState.READY:
+            return ModelState.READY, entry.ready_since
+        if runtime.state is ModelState.FAILED:
+            return ModelState.FAILED, None
+        if runtime.config.load == "startup" and not self._started and runtime.loaded_at is None:
+            return ModelState.LOADING, None
+        return ModelState.UNLOADED, None
 
     def statuses(self) -> list[ModelStatus]:
         return [self.status(runtime) for runtime in self._registry]
@@ -356,4 +363,4 @@ class Lifecycle:
         if not self._started:
             return "loading"
         startup = [entry.runtime for entry in self._entries.values() if entry.runtime.config.load == "startup"]
-        return "failed" if any(runtime.state is LoadState.FAILED for runtime in startup) else "ok"
+        return "failed" if any(runtime.state is ModelState.FAILED for runtime in startup) else "ok"

@@ -1,8 +1,8 @@
-"""One model in memory: its load state, its single worker thread and its bounded wait queue.
+"""One model in memory: its load state, its single worker thread and its admission (admission.py).
 
 llama.cpp contexts are not thread-safe, so each model owns exactly one worker thread and runs one
-generation at a time. Requests beyond the one running wait in a bounded queue; one more than
-`queue_limit` is refused at once (QueueFull -> 503 + Retry-After) rather than piling up.
+generation at a time. Requests beyond the one running wait in a bounded queue, counted and ordered by
+the model's `Admission`; one more than `queue_limit` is refused at once (QueueFull -> 503 + Retry-After).
 
 A running generation is never cut off by a newer request. It ends when it is done, when its
 client goes away (the caller sets `cancel`), or at its deadline; both are checked by a stopping
@@ -13,36 +13,38 @@ decodes all running requests together (batching.py), each request runs its templ
 assembly on a thread of its own, and the queue holds requests beyond the slots.
 
 Either way a request is a Task run by `start(task)`: the same code (generate.py) over one of two
-engines (engines.py), and its metrics are recorded here, once, when it ends.
+engines (engines.py), bridged to the event loop by a Generation (bridge.py); its metrics are recorded
+here, once, when it ends. Embeddings run in a context of their own (embeddings.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from hal0.config.models import ModelConfig
+from hal0.inference.admission import Admission, Ticket
 from hal0.inference.batching import BatchScheduler
+from hal0.inference.bridge import Generation
+from hal0.inference.embeddings import Embedder
 from hal0.inference.engines import BatchedEngine, SingleEngine
-from hal0.inference.generate import LoadedModel, run, task_prompt
+from hal0.inference.generate import LoadedModel, task_prompt
 from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
-from hal0.inference.task import Event, Finish, InvalidTask, Task
+from hal0.inference.state import ModelState, ModelUnavailable
+from hal0.inference.task import Finish, Task
 from hal0.inference.templates import template_for
 from hal0.inference.threads import effective_threads
 
 log = logging.getLogger("hal0.inference")
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
-_POOLING_MEAN = 1
 _SPARE_CTX = 256  # context of the Llama object when the scheduler owns the real one
-_EMBED_GROUP = 4  # inputs per embedding call: how soon an abandoned request gives the turn back
 
 
 class RuntimeObserver(Protocol):
@@ -82,30 +84,6 @@ class _EngineReporter:
             observer.prompt_cache_size(self._runtime.id, size)
 
 
-class LoadState(enum.StrEnum):
-    PENDING = "pending"
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
-    UNLOADED = "unloaded"
-
-
-class QueueFull(Exception):
-    """The model's wait queue is full; retry after `retry_after` seconds."""
-
-    def __init__(self, model_id: str, retry_after: int) -> None:
-        super().__init__(f"model {model_id!r} is busy and its queue is full; retry after {retry_after}s")
-        self.retry_after = retry_after
-
-
-class ModelUnavailable(Exception):
-    """The model is not loaded (still loading, failed, or unloaded)."""
-
-
-class Cancelled(Exception):
-    """The caller cancelled the work (its client went away)."""
-
-
 def llama_kwargs(config: ModelConfig, verbose: bool, threads: int) -> dict[str, Any]:
     """The llama-cpp-python constructor arguments for a model config run with `threads` threads."""
     kwargs: dict[str, Any] = {
@@ -141,7 +119,7 @@ class ModelRuntime:
 
     def __init__(self, config: ModelConfig, *, verbose: bool = False) -> None:
         self.config = config
-        self.state = LoadState.PENDING
+        self.state = ModelState.UNLOADED
         self.error: str | None = None
         self.loaded_at: float | None = None
         self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows "offloaded N/M layers"
@@ -150,15 +128,13 @@ class ModelRuntime:
         self.n_threads = effective_threads(config.n_threads)
         self._llama: Any = None
         self._loaded: LoadedModel | None = None
-        self._embedder: Any = None
+        self._embedder = Embedder(lambda: llama_kwargs(self.config, self._verbose, self.n_threads))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hal0-{config.id}")
-        self._admitted = 0  # running + waiting
-        self._turn = asyncio.Lock()
         self.observer: RuntimeObserver | None = None
-        # Slots (parallel > 1): a semaphore instead of the single turn, a thread per running
-        # request for its chat handler and text, and the scheduler once loaded.
+        # Slots (parallel > 1): a thread per running request for its chat handler and text, and the
+        # scheduler once loaded. The admission counts the model's requests and hands out its slots.
         self.slots = config.parallel
-        self._slot_sem = asyncio.Semaphore(self.slots)
+        self.admission = Admission(config.id, self.slots)
         self._requests = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"hal0-{config.id}-req") if self.slots > 1 else None
         self._scheduler: BatchScheduler | None = None
         self._single: SingleEngine | None = None
@@ -167,29 +143,17 @@ class ModelRuntime:
     def id(self) -> str:
         return self.config.id
 
-    @property
-    def waiting(self) -> int:
-        return max(0, self._admitted - self.slots)
-
-    @property
-    def busy_slots(self) -> int:
-        return min(self._admitted, self.slots)
-
-    @property
-    def busy(self) -> bool:
-        return self._admitted > 0
-
     async def load(self) -> None:
-        self.state = LoadState.LOADING
+        self.state = ModelState.LOADING
         self.error = None
         try:
             self._llama = await asyncio.get_running_loop().run_in_executor(self._executor, self._load_sync)
         except Exception as error:  # noqa: BLE001 - any load failure is reported, the server stays up
-            self.state = LoadState.FAILED
+            self.state = ModelState.FAILED
             self.error = f"{type(error).__name__}: {error}"
             log.error("model %s failed to load from %s: %s", self.id, self.config.path, self.error)
             return
-        self.state = LoadState.READY
+        self.state = ModelState.READY
         self.loaded_at = time.time()
         log.info("model %s ready (%s, n_gpu_layers=%s)", self.id, self.config.path, self.config.n_gpu_layers)
 
@@ -230,50 +194,35 @@ class ModelRuntime:
         return llama
 
     async def unload(self) -> None:
-        async with self._turn:
-            for _ in range(self.slots):  # wait for every running request to end
-                await self._slot_sem.acquire()
-            try:
-                llama, embedder, scheduler, single = self._llama, self._embedder, self._scheduler, self._single
-                self._llama = self._embedder = self._scheduler = self._single = self._loaded = None
-                self.state = LoadState.UNLOADED
-                await asyncio.get_running_loop().run_in_executor(self._executor, _close, single, scheduler, llama, embedder)
-            finally:
-                for _ in range(self.slots):
-                    self._slot_sem.release()
+        async with self.admission.exclusive():  # after every running request, before those waiting
+            llama, scheduler, single = self._llama, self._scheduler, self._single
+            self._llama = self._scheduler = self._single = self._loaded = None
+            self.state = ModelState.UNLOADED
+            await asyncio.get_running_loop().run_in_executor(self._executor, _close, single, scheduler, llama, self._embedder)
 
     def close(self) -> None:
         _close(self._single, self._scheduler, self._llama, self._embedder)
-        self._llama = self._embedder = self._scheduler = self._single = self._loaded = None
+        self._llama = self._scheduler = self._single = self._loaded = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._requests is not None:
             self._requests.shutdown(wait=False, cancel_futures=True)
 
     @asynccontextmanager
-    async def turn(self, queue_limit: int, order: AbstractAsyncContextManager[None] | None = None) -> AsyncIterator[None]:
-        """Wait for one of this model's generation slots, or raise QueueFull at once.
-
-        `order` decides who of the waiting goes next (admission's fair share across agents); it
-        must let at most `slots` requests through, so the lock below then waits only for an unload.
-        """
-        if self.state is not LoadState.READY:
+    async def turn(self, ticket: Ticket) -> AsyncIterator[None]:
+        """Wait for `ticket`'s fair turn at one of this model's slots and hold it; ModelUnavailable when the
+        model is not (or no longer, after an unload) loaded."""
+        if self.state is not ModelState.READY:
             raise ModelUnavailable(self._unavailable_reason())
-        if self._admitted >= self.slots + queue_limit:
-            raise QueueFull(self.id, retry_after=max(1, self.waiting))
-        self._admitted += 1
         asked = time.perf_counter()
-        try:
-            async with order or nullcontext(), self._turn if self.slots == 1 else self._slot_sem:
-                if self.observer is not None:
-                    self.observer.queue_wait(self.id, time.perf_counter() - asked)
-                if self.state is not LoadState.READY:
-                    raise ModelUnavailable(self._unavailable_reason())
-                yield
-        finally:
-            self._admitted -= 1
+        async with self.admission.slot(ticket):
+            if self.observer is not None:
+                self.observer.queue_wait(self.id, time.perf_counter() - asked)
+            if self.state is not ModelState.READY:
+                raise ModelUnavailable(self._unavailable_reason())
+            yield
 
     def _unavailable_reason(self) -> str:
-        if self.state is LoadState.FAILED:
+        if self.state is ModelState.FAILED:
             return f"model {self.id!r} failed to load: {self.error}"
         return f"model {self.id!r} is {self.state.value}"
 
@@ -285,40 +234,27 @@ class ModelRuntime:
         """The task as a Generation to iterate. Call inside `turn()`."""
         if self._loaded is None:
             raise ModelUnavailable(self._unavailable_reason())
-        return Generation(self, self._loaded, task)
+        return Generation(self._loaded, task, self._worker, self._record)
+
+    def _record(self, finish: Finish) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer.record_generation(self.id, finish.usage.prompt_tokens, finish.usage.completion_tokens, finish.ttft)
 
     async def embed(self, inputs: list[str], cancel: threading.Event) -> dict[str, Any]:
-        """Embeddings through a second llama.cpp context over the same (memory-mapped) weights.
+        """Embeddings of `inputs` (embeddings.py) on the model's worker thread. Call inside `turn()`.
 
-        Inputs are embedded a few at a time so a set `cancel` (client gone) frees the model's
-        turn within one group: raises Cancelled. Call inside `turn()`.
-        """
-        worker = asyncio.get_running_loop().run_in_executor(self._executor, self._embed_sync, inputs, cancel)
+        A set `cancel` (client gone) frees the model within a few inputs: raises Cancelled."""
+        worker = asyncio.get_running_loop().run_in_executor(self._executor, self._embedder.embed, inputs, cancel)
         try:
-            return await asyncio.shield(worker)
+            result = await asyncio.shield(worker)
         except asyncio.CancelledError:
             cancel.set()
             await worker  # the turn is held until the worker has really stopped
             raise
-
-    def _embed_sync(self, inputs: list[str], cancel: threading.Event) -> dict[str, Any]:
-        if self._embedder is None:
-            from llama_cpp import Llama
-
-            kwargs = llama_kwargs(self.config, self._verbose, self.n_threads)
-            kwargs.update(embedding=True, pooling_type=_POOLING_MEAN)
-            self._embedder = Llama(**kwargs)
-        data: list[dict[str, Any]] = []
-        prompt_tokens = 0
-        for first in range(0, len(inputs), _EMBED_GROUP):
-            if cancel.is_set():
-                raise Cancelled("embeddings cancelled")
-            part = self._embedder.create_embedding(inputs[first : first + _EMBED_GROUP])
-            data.extend({**item, "index": first + item["index"]} for item in part["data"])
-            prompt_tokens += part.get("usage", {}).get("prompt_tokens", 0)
         if self.observer is not None:
-            self.observer.record_generation(self.id, prompt_tokens, 0, None)
-        return {"data": data, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+            self.observer.record_generation(self.id, result["usage"]["prompt_tokens"], 0, None)
+        return result
 
     async def count_tokens(self, task: Task) -> int:
         """How many prompt tokens `task` would take, without running it (no turn needed: the
@@ -338,63 +274,4 @@ def _close(*instances: Any) -> None:
             instance.close()
 
 
-class Generation:
-    """One task running on a model: iterate `events()`; `cancel()` stops it within a token.
-
-    The run happens on the runtime's worker thread; events reach the caller through a queue, so
-    the event loop never waits on llama.cpp. Leaving the iteration early (client gone) cancels the
-    run and waits until the worker has really stopped, so the model's turn is never overlapped.
-    """
-
-    def __init__(self, runtime: ModelRuntime, model: LoadedModel, task: Task) -> None:
-        self._runtime = runtime
-        self._model = model
-        self._task = task
-        self._cancel = threading.Event()
-        self.finish: Finish | None = None
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    async def events(self) -> AsyncIterator[Event]:
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        started = time.perf_counter()
-
-        def produce() -> None:
-            try:
-                for event in run(self._model, self._task, self._cancel, started):
-                    if isinstance(event, Finish):
-                        self.finish = event
-                        self._record(event)
-                    loop.call_soon_threadsafe(items.put_nowait, ("event", event))
-            except BaseException as error:  # noqa: BLE001 - handed to the consumer
-                loop.call_soon_threadsafe(items.put_nowait, ("error", error))
-            finally:
-                loop.call_soon_threadsafe(items.put_nowait, ("end", None))
-
-        worker = loop.run_in_executor(self._runtime._worker, produce)
-        try:
-            while True:
-                kind, value = await items.get()
-                if kind == "end":
-                    break
-                if kind == "error":
-                    raise value
-                yield value
-        finally:
-            self._cancel.set()
-            await asyncio.shield(worker)
-
-    def _record(self, finish: Finish) -> None:
-        # The one place generation metrics are recorded, whatever the dialect or engine.
-        observer = self._runtime.observer
-        if observer is not None:
-            observer.record_generation(self._runtime.id, finish.usage.prompt_tokens, finish.usage.completion_tokens, finish.ttft)
-
-
-__all__ = ["Cancelled", "Generation", "InvalidTask", "LoadState", "ModelRuntime", "ModelUnavailable", "QueueFull"]
+__all__ = ["ModelRuntime", "RuntimeObserver", "llama_kwargs"]
