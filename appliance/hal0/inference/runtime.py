@@ -32,6 +32,7 @@ from hal0.config.models import ModelConfig
 from hal0.inference.admission import Admission, Ticket
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.bridge import Generation
+from hal0.inference.devices import check_offload
 from hal0.inference.embeddings import Embedder
 from hal0.inference.engines import BatchedEngine, SingleEngine
 from hal0.inference.generate import LoadedModel, task_prompt
@@ -164,6 +165,7 @@ class ModelRuntime:
 
         if not os.path.isfile(self.config.path):
             raise FileNotFoundError(f"model file not found: {self.config.path}")
+        check_offload(self.id, self.config.n_gpu_layers)  # never silently on the CPU
         kwargs = llama_kwargs(self.config, self._verbose, self.n_threads)
         seed = self.config.seed if self.config.seed >= 0 else None
         # The prompt cache is made with the engine, over its context: a new load starts it empty.
