@@ -151,6 +151,15 @@ def test_unit_hardening_properties(host: Any) -> None:
     assert "@system-service" in host.file("/etc/systemd/system/hal0.service").content_string
 
 
+def test_unit_passes_the_state_paths_and_the_first_boot_notice(host: Any) -> None:
+    # roles/hal0 derives them from hal0_state_dir; hal0 reads the first boot's error file from HAL0_FIRSTBOOT_ERROR.
+    shown = host.check_output("systemctl show hal0 --property=Environment,WorkingDirectory,ReadOnlyPaths")
+    actual = dict(line.split("=", 1) for line in shown.splitlines())
+    assert "HAL0_FIRSTBOOT_ERROR=/var/lib/hal0/firstboot-error.txt" in actual["Environment"].split()
+    assert "HOME=/var/lib/hal0" in actual["Environment"].split()
+    assert (actual["WorkingDirectory"], actual["ReadOnlyPaths"]) == ("/var/lib/hal0", "/var/lib/hal0/models")
+
+
 def test_no_device_access_without_gpu_backend(host: Any) -> None:
     if host.ansible.get_variables().get("hal0_gpu_backend"):
         pytest.skip("a GPU backend is set on this box")
