@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "reverse_proxy" / "files" / "hal0-upstream"
 SITE = """map $hal0_route_key $hal0_pool { "" hal0_balanced; default hal0_affine; }
@@ -85,3 +86,14 @@ def test_failed_nginx_check_restores_the_site(tool: tuple[types.ModuleType, Path
     monkeypatch.setattr(module.subprocess, "run", lambda argv, **_: subprocess.CompletedProcess(argv, 1, "", "bad"))
     assert module.main(["hal0-upstream", "drain", "10.0.0.1:8080"]) == 1
     assert site.read_text() == SITE
+
+
+def test_edits_the_site_the_role_writes() -> None:
+    """The role names the site once (vars/main.yml); the tool it installs must edit that same file."""
+    loader = SourceFileLoader("hal0_upstream_paths", str(SCRIPT))
+    spec = spec_from_loader("hal0_upstream_paths", loader)
+    assert spec is not None
+    module = module_from_spec(spec)
+    loader.exec_module(module)
+    role_vars = yaml.safe_load((SCRIPT.parents[1] / "vars" / "main.yml").read_text())
+    assert str(module.SITE) == role_vars["reverse_proxy_site_file"]
