@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from hal0.inference.test_model import write_test_model
+from hal0.inference.tiny_model import write_test_model
 
 HAL0 = [sys.executable, "-m", "hal0.cli"]
 

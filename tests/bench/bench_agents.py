@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--llama-server", help="the llama-server binary (default: $HAL0_LLAMA_SERVER or image/llama-server's cache)")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS), help="which runs (default: all)")
     args = parser.parse_args(argv)
-    from hal0.inference.test_model import write_test_model
+    from hal0.inference.tiny_model import write_test_model
 
     server = find_llama_server(args.llama_server)
     if server is None:

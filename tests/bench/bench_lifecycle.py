@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_lifecycle.json")
     args = parser.parse_args()
 
-    from hal0.inference.test_model import write_test_model
+    from hal0.inference.tiny_model import write_test_model
 
     workdir = Path(tempfile.mkdtemp(prefix="hal0-bench-lifecycle-"))
     model = args.model or next((path for path in GEMMA if path.is_file()), None)

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--memory-items", type=int, default=10_000)
     args = parser.parse_args(argv)
-    from hal0.inference.test_model import write_test_model
+    from hal0.inference.tiny_model import write_test_model
 
     workdir = Path(tempfile.mkdtemp(prefix="hal0-load-"))
     model = next((path for path in GEMMA if path.is_file()), None) or write_test_model(workdir / "tiny.gguf")

@@ -23,7 +23,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hal0.inference.test_model import write_test_model
+from hal0.inference.tiny_model import write_test_model
 from hal0.memory import Limits, MemoryStore
 
 from tests.conftest import HAL0, free_port, tiny_config

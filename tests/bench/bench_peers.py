@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args(argv)
-    from hal0.inference.test_model import write_test_model
+    from hal0.inference.tiny_model import write_test_model
 
     workdir = Path(tempfile.mkdtemp(prefix="hal0-bench-"))
     models = [(write_test_model(workdir / "tiny.gguf"), "tiny")]

@@ -135,7 +135,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hal0-bench-tools-"))
     model = args.model or next((path for path in GEMMA if path.is_file()), None)
     if model is None:
-        from hal0.inference.test_model import write_test_model
+        from hal0.inference.tiny_model import write_test_model
 
         model = write_test_model(workdir / "tiny.gguf")
     print(f"model: {model}  threads: {args.threads}  tokens: {args.tokens}  runs: {args.runs}")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import schemathesis
 import yaml
-from hal0.inference.test_model import write_test_model
+from hal0.inference.tiny_model import write_test_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hal0.inference.test_model import write_test_model
+from hal0.inference.tiny_model import write_test_model
 
 from tests.conftest import Server, free_port, tiny_config
 

@@ -21,7 +21,7 @@ from hal0.inference.batching import BatchScheduler
 from hal0.inference.engines import BatchedEngine, SingleEngine, TokenJob
 from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
 from hal0.inference.sampling import Sampling
-from hal0.inference.test_model import write_test_model
+from hal0.inference.tiny_model import write_test_model
 from llama_cpp import Llama
 
 from tests.conftest import Server

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import psutil
-from hal0.inference.test_model import write_test_model
+from hal0.inference.tiny_model import write_test_model
 
 from tests.bench.common import RESULTS, start_hal0
 

@@ -165,7 +165,7 @@ def cmd_models_install(args: argparse.Namespace) -> int:
 
 
 def cmd_models_make_test_model(args: argparse.Namespace) -> int:
-    from hal0.inference.test_model import write_test_model
+    from hal0.inference.tiny_model import write_test_model
 
     print(write_test_model(args.path, seed=args.seed))
     return 0
