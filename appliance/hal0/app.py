@@ -24,7 +24,7 @@ from hal0.config import LoadedConfig
 from hal0.mcp.gate import HostGate
 from hal0.mcp.mount import build_mcp
 from hal0.services import Services
-from hal0.tools import housekeeping as queue
+from hal0.tools import housekeeping
 
 log = logging.getLogger("hal0")
 
@@ -61,12 +61,12 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
             # `systemctl reload hal0`: re-read and re-validate policy in process, no dropped connections,
             # off the event loop (a hostile or slow file must not stall requests).
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
-        housekeeping = asyncio.create_task(queue.housekeeping(services, queue.recover(services)))
+        approval_queue = asyncio.create_task(housekeeping.run(services, housekeeping.recover(services)))
         try:
             async with mcp.run():  # the mounted MCP servers' session managers
                 yield
         finally:
-            housekeeping.cancel()
+            approval_queue.cancel()
             if loader is not None and not loader.done():
                 loader.cancel()
             services.close()

@@ -29,7 +29,7 @@ def recover(services: Any) -> list[str]:
     return resume
 
 
-async def housekeeping(services: Any, resume: list[str]) -> None:
+async def run(services: Any, resume: list[str]) -> None:
     """Run the resumed approvals once models are loaded; then expire pending approvals on time."""
     waited = 0.0
     while resume and services.lifecycle.health == "loading" and waited < LOAD_WAIT_S:  # resumed calls act on models
