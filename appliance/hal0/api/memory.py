@@ -18,7 +18,7 @@ from hal0.api.errors import ApiError, bad_request, rate_limited
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
 from hal0.memory import InvalidInputError, ItemNotFoundError, LimitExceededError, MemoryDisabledError
-from hal0.tools import ToolCall, tool
+from hal0.tools import ToolContext, tool
 from hal0.tools.gated import ToolRefusedError, call_tool
 
 
@@ -36,19 +36,19 @@ class PatchBody(BaseModel):
     metadata: dict[str, Any] | None = Field(None, description="A new object replaces the metadata; null removes it.")
 
 
-def _call(request: Request) -> ToolCall:
+def _call(request: Request) -> ToolContext:
     services = services_of(request)
     if not services.memory.enabled:
         # Checked before identity: a disabled feature answers the same to everyone.
         raise _disabled()
-    return ToolCall(services=services, agent=agent_of(request, services))
+    return ToolContext(services=services, agent=agent_of(request, services))
 
 
 def _disabled() -> ApiError:
     return ApiError(404, str(MemoryDisabledError()), code="memory_disabled")
 
 
-async def _run(name: str, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+async def _run(name: str, call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     try:
         return await call_tool(tool(f"memory:{name}"), call, arguments)
     except ToolRefusedError as error:

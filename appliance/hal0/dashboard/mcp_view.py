@@ -17,7 +17,7 @@ from hal0.mcp.mount import ADMIN_PATH, MEMORY_PATH, McpMounts
 from hal0.mcp.policy import LOOPBACK, effective_hosts, effective_origins
 from hal0.mcp.servers import MIRRORS, annotations_of
 from hal0.services import Services
-from hal0.tools import Server, ToolCall, tool, tools_of
+from hal0.tools import Server, ToolContext, tool, tools_of
 from hal0.tools.gated import decision_for
 
 
@@ -70,7 +70,7 @@ def gate_origins(loaded: LoadedConfig) -> list[GateEntry]:
 
 def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, Any]]:
     """Each tool with its MCP annotations and what the policy does with it for `agent`."""
-    call = ToolCall(services=services, agent=agent)
+    call = ToolContext(services=services, agent=agent)
     rows = []
     for spec in tools_of(server):
         decision = decision_for(spec, call)
@@ -90,13 +90,13 @@ def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, 
     return rows
 
 
-def _resource_shown(uri: str, call: ToolCall) -> bool:
+def _resource_shown(uri: str, call: ToolContext) -> bool:
     """A resource mirroring a tool is shown only where that tool is allowed (as resources/list does)."""
     mirrored = MIRRORS.get(uri)
     return mirrored is None or decision_for(tool(mirrored), call).verdict == "allow"
 
 
-async def resource_rows(mcp: McpMounts, server: Server, call: ToolCall) -> list[dict[str, Any]]:
+async def resource_rows(mcp: McpMounts, server: Server, call: ToolContext) -> list[dict[str, Any]]:
     mounted = mcp.admin if server == "admin" else mcp.memory
     rows = [{"uri": str(item.uri), "name": item.name, "description": item.description or "", "mime_type": item.mime_type or ""}
             for item in await mounted.list_resources() if _resource_shown(str(item.uri), call)]
@@ -118,7 +118,7 @@ async def mcp_tab(services: Services, mcp: McpMounts, agent: str) -> dict[str, A
             "why_not": "" if mounted else "memory is disabled (memory.enabled: false): the mount answers 404",
             "sessions": sessions.get(name),
             "tools": tool_rows(name, services, agent),  # type: ignore[arg-type]
-            "resources": await resource_rows(mcp, name, ToolCall(services=services, agent=agent)),  # type: ignore[arg-type]
+            "resources": await resource_rows(mcp, name, ToolContext(services=services, agent=agent)),  # type: ignore[arg-type]
         })
     return {
         "agent": agent,

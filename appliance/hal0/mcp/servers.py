@@ -22,7 +22,7 @@ from mcp_types import INVALID_PARAMS, ListResourcesResult, ListToolsResult, Tool
 from hal0.agents import AGENT_HEADER, InvalidAgentIdError, UntrustedPeerError, identify
 from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
-from hal0.tools import Server, ToolCall, ToolFailedError, ToolSpec, invoke, tool, tools_of
+from hal0.tools import Server, ToolContext, ToolFailedError, ToolSpec, invoke, tool, tools_of
 from hal0.tools.gated import call_tool, decision_for
 from hal0.tools.policy import Decision
 
@@ -66,7 +66,7 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
 
     async def handler(**arguments: Any) -> dict[str, Any]:
         ctx: Context = arguments.pop("ctx")
-        call = ToolCall(services=services, agent=agent_of(ctx, services))
+        call = ToolContext(services=services, agent=agent_of(ctx, services))
         try:
             return await call_tool(spec, call, arguments)
         except _EXPECTED as error:
@@ -81,7 +81,7 @@ def _handler(spec: ToolSpec, services: Services) -> Callable[..., Awaitable[dict
     return handler
 
 
-def policy_note(spec: ToolSpec, call: ToolCall) -> str:
+def policy_note(spec: ToolSpec, call: ToolContext) -> str:
     """What the approval policy does with this tool for this agent, told in its description."""
     decision = decision_for(spec, call)
     if decision.verdict == "allow":
@@ -101,7 +101,7 @@ class GatedMCPServer(MCPServer):
 
     async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
         context = Context(request_context=ctx, mcp_server=self)
-        call = ToolCall(services=self._hal0_services, agent=agent_of(context, self._hal0_services))
+        call = ToolContext(services=self._hal0_services, agent=agent_of(context, self._hal0_services))
         specs = {spec.name: spec for spec in tools_of(self._hal0_server)}
         shown = []
         for listed in await self.list_tools():
@@ -114,7 +114,7 @@ class GatedMCPServer(MCPServer):
 
     def _mirror_decision(self, uri: str, agent: str) -> Decision | None:
         name = MIRRORS.get(uri)
-        return None if name is None else decision_for(tool(name), ToolCall(self._hal0_services, agent))
+        return None if name is None else decision_for(tool(name), ToolContext(self._hal0_services, agent))
 
     async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
         agent = agent_of(Context(request_context=ctx, mcp_server=self), self._hal0_services)
@@ -162,7 +162,7 @@ def build_admin(services: Services) -> MCPServer:
     async def read(name: str) -> str:
         # The policy was asked by GatedMCPServer._handle_read_resource, which names the reader.
         agent = _reader.get(services.config.agents.default_agent)
-        return _json(await invoke(tool(f"admin:{name}"), ToolCall(services, agent), {}))
+        return _json(await invoke(tool(f"admin:{name}"), ToolContext(services, agent), {}))
 
     @mcp.resource("hal0://status", name="status", mime_type="application/json",
                   description="The same document as the status tool.")
@@ -188,7 +188,7 @@ def build_memory(services: Services) -> MCPServer:
             # The same refusal whether or not that namespace exists: ids leak nothing.
             raise ResourceError(f"agent {caller!r} can read only hal0://memory/{caller}")
         try:
-            return _json(await invoke(tool("memory:list"), ToolCall(services, caller), {}))
+            return _json(await invoke(tool("memory:list"), ToolContext(services, caller), {}))
         except _EXPECTED as error:
             raise ResourceError(str(error)) from None
 

@@ -4,7 +4,7 @@ dashboard and the approval policy all read the same entries."""
 from __future__ import annotations
 
 from hal0.tools import admin, memory
-from hal0.tools.spec import Server, ToolCall, ToolFailedError, ToolSpec, invoke
+from hal0.tools.spec import Server, ToolContext, ToolFailedError, ToolSpec, invoke
 
 CATALOGUE: tuple[ToolSpec, ...] = (*admin.TOOLS, *memory.TOOLS)
 _BY_NAME = {spec.qualified: spec for spec in CATALOGUE}
@@ -19,4 +19,4 @@ def tool(qualified: str) -> ToolSpec:
     return _BY_NAME[qualified]
 
 
-__all__ = ["CATALOGUE", "Server", "ToolCall", "ToolFailedError", "ToolSpec", "invoke", "tool", "tools_of"]
+__all__ = ["CATALOGUE", "Server", "ToolContext", "ToolFailedError", "ToolSpec", "invoke", "tool", "tools_of"]

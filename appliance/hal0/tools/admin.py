@@ -9,14 +9,14 @@ from pydantic import Field
 
 from hal0.agents.approvals import State
 from hal0.inference import ModelUnavailable, UnknownModel
-from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec
+from hal0.tools.spec import ToolContext, ToolFailedError, ToolSpec
 
 ModelArg = Annotated[str, Field(description="Model id, as listed by list_models.")]
 StateArg = Annotated[State | None, Field(description="Only approvals in this state, e.g. pending.")]
 LimitArg = Annotated[int, Field(description="At most this many, pending first, then newest (1 to 1000).", ge=1, le=1000)]
 
 
-def _models(call: ToolCall) -> list[dict[str, Any]]:
+def _models(call: ToolContext) -> list[dict[str, Any]]:
     lifecycle = call.services.lifecycle
     rows = []
     for model in lifecycle.statuses():
@@ -33,7 +33,7 @@ def _models(call: ToolCall) -> list[dict[str, Any]]:
     return rows
 
 
-async def status(call: ToolCall) -> dict[str, Any]:
+async def status(call: ToolContext) -> dict[str, Any]:
     services = call.services
     server = services.config.server
     models = _models(call)
@@ -49,16 +49,16 @@ async def status(call: ToolCall) -> dict[str, Any]:
     }
 
 
-async def list_models(call: ToolCall) -> dict[str, Any]:
+async def list_models(call: ToolContext) -> dict[str, Any]:
     return {"models": _models(call)}
 
 
-async def get_config(call: ToolCall) -> dict[str, Any]:
+async def get_config(call: ToolContext) -> dict[str, Any]:
     loaded = call.services.loaded
     return {"path": loaded.path, "config": loaded.config.model_dump(mode="json")}
 
 
-async def list_approvals(call: ToolCall, state: StateArg = None, limit: LimitArg = 100) -> dict[str, Any]:
+async def list_approvals(call: ToolContext, state: StateArg = None, limit: LimitArg = 100) -> dict[str, Any]:
     """The caller's own approvals, as GET /api/approvals answers the same agent. On the event loop,
     like the REST route: the store's one connection is not read from several threads at once."""
     store = call.services.approvals
@@ -66,7 +66,7 @@ async def list_approvals(call: ToolCall, state: StateArg = None, limit: LimitArg
     return {"approvals": [item.as_dict() for item in items], "pending": store.pending_count(agent=call.agent)}
 
 
-def _known(call: ToolCall, model: object) -> str:
+def _known(call: ToolContext, model: object) -> str:
     """The model's id, or an immediate error naming the models there are (the lifecycle's own lookup)."""
     if not isinstance(model, str) or not model:
         raise ToolFailedError("model must name a configured model (see list_models)")
@@ -76,12 +76,12 @@ def _known(call: ToolCall, model: object) -> str:
         raise ToolFailedError(str(error)) from None
 
 
-def _known_model(call: ToolCall, arguments: dict[str, Any]) -> None:
+def _known_model(call: ToolContext, arguments: dict[str, Any]) -> None:
     # Checked before the policy: an unknown model is an immediate error, never a queued approval.
     _known(call, arguments.get("model"))
 
 
-async def load_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
+async def load_model(call: ToolContext, model: ModelArg) -> dict[str, Any]:
     lifecycle = call.services.lifecycle
     try:
         # The same lifecycle as a request's load: it evicts under server.max_loaded_models and shares a
@@ -92,12 +92,12 @@ async def load_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
     return {"model": status.id, "changed": changed, **status.as_json()}
 
 
-async def unload_model(call: ToolCall, model: ModelArg) -> dict[str, Any]:
+async def unload_model(call: ToolContext, model: ModelArg) -> dict[str, Any]:
     status, changed = await call.services.lifecycle.unload(_known(call, model))
     return {"model": status.id, "changed": changed, **status.as_json()}
 
 
-async def reload_config(call: ToolCall) -> dict[str, Any]:
+async def reload_config(call: ToolContext) -> dict[str, Any]:
     result = await call.services.reload_off_loop()
     if not result.ok:
         raise ToolFailedError(result.message)

@@ -14,7 +14,7 @@ from hal0 import faults
 from hal0.agents.approvals import Approval, PendingLimitError
 from hal0.config.durations import seconds
 from hal0.tools.policy import Decision, evaluate
-from hal0.tools.spec import ToolCall, ToolFailedError, ToolSpec, invoke
+from hal0.tools.spec import ToolContext, ToolFailedError, ToolSpec, invoke
 
 log = logging.getLogger("hal0.approvals")
 
@@ -28,12 +28,12 @@ class ToolRefusedError(ToolFailedError):
         self.retry_after = retry_after  # seconds, for rate_limit_exceeded
 
 
-def decision_for(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any] | None = None) -> Decision:
+def decision_for(spec: ToolSpec, call: ToolContext, arguments: dict[str, Any] | None = None) -> Decision:
     """The policy door (tools.policy.evaluate) under the live config, for this caller."""
     return evaluate(call.services.config.agents, call.agent, spec, arguments or {})
 
 
-def visible_to(spec: ToolSpec, call: ToolCall) -> bool:
+def visible_to(spec: ToolSpec, call: ToolContext) -> bool:
     """Whether the agent's persona lists the tool (tools/list shows only these)."""
     return decision_for(spec, call).visible
 
@@ -53,7 +53,7 @@ def pending_result(approval: Approval, created: bool) -> dict[str, Any]:
     }
 
 
-async def call_tool(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+async def call_tool(spec: ToolSpec, call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     agents = call.services.config.agents
     decision = evaluate(agents, call.agent, spec, arguments, quotas=call.services.quotas)
     if decision.verdict in ("refused", "deny", "limited"):
@@ -90,7 +90,7 @@ async def execute(services: Any, approval_id: str) -> Approval:
     assert approval is not None
     faults.point("kill-after-claim")
     try:
-        result = await invoke(tool(approval.tool), ToolCall(services=services, agent=approval.agent), approval.args)
+        result = await invoke(tool(approval.tool), ToolContext(services=services, agent=approval.agent), approval.args)
     except Exception as error:  # noqa: BLE001 - the outcome is recorded for the agent to read
         log.warning("approval %s (%s) failed: %s", approval_id, approval.tool, error)
         return store.finish(approval_id, error=f"{type(error).__name__}: {error}" if not isinstance(error, ToolFailedError) else str(error))

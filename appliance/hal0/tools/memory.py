@@ -15,7 +15,7 @@ from pydantic import Field
 from hal0.agents.policy import persona_for
 from hal0.memory import InvalidInputError, MemoryStore
 from hal0.memory.model import MAX_PAGE, Limits
-from hal0.tools.spec import ToolCall, ToolSpec
+from hal0.tools.spec import ToolContext, ToolSpec
 
 ItemId = Annotated[str, Field(description="Item id, as returned by remember, recall or list.", max_length=64)]
 Tags = Annotated[list[str] | None, Field(description="Labels to filter by later, e.g. ['project-x'].")]
@@ -25,12 +25,12 @@ Limit = Annotated[int | None, Field(description=f"Page size, 1 to {MAX_PAGE} (de
 Cursor = Annotated[str | None, Field(description="next_cursor of the previous page, unchanged.")]
 
 
-async def _store(call: ToolCall) -> MemoryStore:
+async def _store(call: ToolContext) -> MemoryStore:
     # Opening may create the database (first use after enabling), which is file I/O.
     return await to_thread.run_sync(call.services.memory.store)
 
 
-def _limits(call: ToolCall) -> Limits:
+def _limits(call: ToolContext) -> Limits:
     """The global memory limits, tightened by the caller's persona (agents.personas[].memory)."""
     limits = call.services.memory.limits()
     persona = persona_for(call.services.config.agents, call.agent)
@@ -43,7 +43,7 @@ def _limits(call: ToolCall) -> Limits:
     )
 
 
-async def remember(call: ToolCall, text: Annotated[str, Field(description="What to remember.")],
+async def remember(call: ToolContext, text: Annotated[str, Field(description="What to remember.")],
                    tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
     store = await _store(call)
     limits = _limits(call)
@@ -51,25 +51,25 @@ async def remember(call: ToolCall, text: Annotated[str, Field(description="What 
     return item.to_json()
 
 
-async def recall(call: ToolCall, query: Annotated[str, Field(description="Words to search for (BM25 ranked).")],
+async def recall(call: ToolContext, query: Annotated[str, Field(description="Words to search for (BM25 ranked).")],
                  tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
     store = await _store(call)
     page = await to_thread.run_sync(partial(store.search, call.agent, query, tag=tag, limit=limit, cursor=cursor))
     return page.to_json()
 
 
-async def list_items(call: ToolCall, tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
+async def list_items(call: ToolContext, tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
     store = await _store(call)
     page = await to_thread.run_sync(partial(store.list, call.agent, tag=tag, limit=limit, cursor=cursor))
     return page.to_json()
 
 
-async def get(call: ToolCall, id: ItemId) -> dict[str, Any]:
+async def get(call: ToolContext, id: ItemId) -> dict[str, Any]:
     store = await _store(call)
     return (await to_thread.run_sync(store.get, call.agent, id)).to_json()
 
 
-async def update(call: ToolCall, id: ItemId,
+async def update(call: ToolContext, id: ItemId,
                  text: Annotated[str | None, Field(description="New text (omit to keep).")] = None,
                  tags: Tags = None, metadata: Metadata = None,
                  clear_metadata: Annotated[bool, Field(description="Remove the item's metadata (send no metadata with it).")] = False,
@@ -87,13 +87,13 @@ async def update(call: ToolCall, id: ItemId,
     return item.to_json()
 
 
-async def forget(call: ToolCall, id: ItemId) -> dict[str, Any]:
+async def forget(call: ToolContext, id: ItemId) -> dict[str, Any]:
     store = await _store(call)
     await to_thread.run_sync(store.delete, call.agent, id)
     return {"deleted": id}
 
 
-async def forget_all(call: ToolCall) -> dict[str, Any]:
+async def forget_all(call: ToolContext) -> dict[str, Any]:
     store = await _store(call)
     return {"deleted": await to_thread.run_sync(store.forget_all, call.agent), "agent": call.agent}
 

@@ -1,6 +1,6 @@
 """What a tool is: a typed async function plus the metadata every surface shows the same way.
 
-The function's signature (after the leading `ToolCall`) is the tool's input schema: MCP derives
+The function's signature (after the leading `ToolContext`) is the tool's input schema: MCP derives
 its JSON Schema from it and REST validates into the same parameters. The hints are the truth
 about effects; `privileged` marks the state-changing tools the approval policy gates.
 """
@@ -19,7 +19,7 @@ Server = Literal["admin", "memory"]
 
 
 @dataclass(frozen=True)
-class ToolCall:
+class ToolContext:
     """Who is calling and the live services the call may use."""
 
     services: Services
@@ -43,24 +43,24 @@ class ToolSpec:
     privileged: bool = False
     # Checks arguments against the live box (e.g. that a model exists) before any policy runs, so
     # an impossible call fails at once instead of waiting in the approval queue for a human.
-    check: Callable[[ToolCall, dict[str, Any]], None] | None = None
+    check: Callable[[ToolContext, dict[str, Any]], None] | None = None
 
     @property
     def qualified(self) -> str:
         """`server:tool`, the name the approval rules and persona tool lists match."""
         return f"{self.server}:{self.name}"
 
-    def check_arguments(self, call: ToolCall, arguments: dict[str, Any]) -> None:
+    def check_arguments(self, call: ToolContext, arguments: dict[str, Any]) -> None:
         """Raise ToolFailedError for arguments this box cannot act on."""
         if self.check is not None:
             self.check(call, arguments)
 
     def parameters(self) -> list[inspect.Parameter]:
-        """The tool's own parameters: the function's, without the leading ToolCall."""
+        """The tool's own parameters: the function's, without the leading ToolContext."""
         return list(inspect.signature(self.fn, eval_str=True).parameters.values())[1:]
 
 
-async def invoke(spec: ToolSpec, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+async def invoke(spec: ToolSpec, call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     """Run a tool. The single door every surface goes through, so the agents issue's policy
     (allow / ask / deny) is added here once rather than in each of REST and MCP."""
     return await spec.fn(call, **arguments)
