@@ -124,5 +124,11 @@ def template_for(llama: Any) -> Formatter:
     return render
 
 
-def stops_of(rendered: Rendered, extra: Sequence[str]) -> list[str]:
+def template_stops(rendered: Rendered, extra: Sequence[str]) -> list[str]:
+    """The stop strings of a rendered prompt: its template's end-of-turn strings, then the request's."""
     return [text for text in (*rendered.stop, *extra) if text]
+
+
+# The old name, for generate.py alone (its call site, task_prompt, moves to template_stops in the lead's
+# rewrite of the generation loops; then this line goes). api/tasks.stops_of is another thing: a request's `stop`.
+stops_of = template_stops
