@@ -12,8 +12,9 @@ Cache: the provisioned rootfs is kept under /var/cache/hal0/image/KEY/, KEY bein
 (the declaration, site.yml, roles/, image/image.yml, config, wheelhouse MANIFEST, model files, the base rootfs,
 this file); the raw disk is cached next to it per disk layout. A rebuild with nothing changed only re-exports.
 
-The build box never shares anything with image/lab: its own netns (hal0img-build), veth (hi-build), subnet
-($HAL0_IMAGE_NET, 10.77.44.0/24) and nft table (inet hal0img), so it can run while a lab is up.
+The build box never shares anything with image/lab's boxes: its own netns (hal0img-build), veth (hi-build), subnet
+($HAL0_IMAGE_NET, 10.77.44.0/24) and nft table (inet hal0img), so it can run while a lab is up. It is brought up
+by image/lab's own code (its identity, boot and wait: `image/lab _box-identity|_boot-box|_wait-box`), not a copy.
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ from hal0.config.image import ImageSpec, load_image, resolve
 from hal0.inference.model_packages import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
+LAB = REPO / "image" / "lab"  # the box bring-up this shares with the lab (identity, boot, wait, the host's resolver)
 VENV_BIN = REPO / "build" / "infra-venv" / "bin"
 ROOTFS_TAR = Path(os.environ.get("HAL0_ROOTFS_TAR", "/var/cache/hal0/rootfs-bookworm.tar"))
 CACHE = Path(os.environ.get("HAL0_IMAGE_CACHE", "/var/cache/hal0/image"))
 WORK = Path(os.environ.get("HAL0_IMAGE_WORK", "/var/lib/hal0-image"))
 NET = os.environ.get("HAL0_IMAGE_NET", "10.77.44")
-BOOT_TIMEOUT = int(os.environ.get("HAL0_LAB_BOOT_TIMEOUT", "90"))
 PLAY_TIMEOUT = int(os.environ.get("HAL0_IMAGE_PLAY_TIMEOUT", "1800"))  # the provisioning play, seconds
 COMMAND_TIMEOUT = 1800  # any other host command (tar, mkfs, ssh...), seconds
 CACHE_KEEP = int(os.environ.get("HAL0_IMAGE_CACHE_KEEP", "3"))  # cache entries kept (least recently used go)
@@ -198,19 +199,12 @@ def input_key(spec: ImageSpec, variables: dict[str, Any], wheelhouse: Path) -> s
 
 
 # ---------------------------------------------------------------- the build box
-def ensure_host_deps() -> None:
+def prepare_host() -> None:
+    """The build host's packages (image/host-packages' image group) and image/lab's cached base rootfs."""
     # One list, one install step for the whole project (image/host-packages); prints what it installed.
     sh(REPO / "image" / "host-packages", "image", capture=False)
     # Built once and cached; image/lab checks a cached tarball (its root must be 0755 root) and rebuilds a bad one.
-    sh(REPO / "image" / "lab", "rootfs", capture=False)
-
-
-def host_resolver() -> str:
-    for line in Path("/etc/resolv.conf").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127.") and parts[1] != "::1":
-            return parts[1]
-    raise SystemExit("image/build: no non-loopback nameserver in /etc/resolv.conf for the build box")
+    sh(LAB, "rootfs", capture=False)
 
 
 def teardown_network() -> None:
@@ -227,17 +221,9 @@ def teardown_network() -> None:
 @contextlib.contextmanager
 def build_box(root: Path, hostname: str, key: Path, known_hosts: Path) -> Iterator[None]:
     """Boot ROOT as a systemd-nspawn box at BOX_ADDR; stop it and remove its network on exit."""
-    dns = host_resolver()
-    (root / "etc" / "hostname").write_text(f"{hostname}\n")
-    (root / "etc" / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-    (root / "etc" / "resolv.conf").write_text(f"nameserver {dns}\n")
-    sh("ssh-keygen", "-q", "-A", "-f", root)
-    ssh_dir = root / "root" / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    shutil.copy(f"{key}.pub", ssh_dir / "authorized_keys")
-    os.chmod(ssh_dir / "authorized_keys", 0o600)
-    host_key = (root / "etc" / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-    known_hosts.write_text(f"{BOX_ADDR} {' '.join(host_key)}\n")
+    dns = sh(LAB, "host-resolver").stdout.strip()
+    known_hosts.write_text("")  # this box's key only (the lab appends one line per box)
+    sh(LAB, "_box-identity", root, hostname, BOX_ADDR, dns, f"{key}.pub", known_hosts)
 
     teardown_network()
     forward = Path("/proc/sys/net/ipv4/ip_forward")
@@ -268,26 +254,16 @@ def build_box(root: Path, hostname: str, key: Path, known_hosts: Path) -> Iterat
   }}
 }}"""
         sh("nft", "-f", "-", input=rules)
-        log = open(WORK / "box.log", "w")  # noqa: SIM115 - lives as long as the box
+        box_log = WORK / "box.log"
+        log = open(box_log, "w")  # noqa: SIM115 - lives as long as the box
+        # image/lab's boot: the process becomes systemd-nspawn, so terminate() below halts the box cleanly.
         process = subprocess.Popen(
-            ["systemd-nspawn", "--register=no", "--keep-unit", "-b", "-q", "-D", str(root), "-M", hostname,
-             f"--network-namespace-path=/run/netns/{NETNS}", "--resolv-conf=off", "--timezone=off",
-             "--link-journal=no", "--console=passive", "--capability=CAP_NET_ADMIN"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(LAB), "_boot-box", str(root), hostname, NETNS],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV,
         )  # fmt: skip
         started = time.monotonic()
-        ssh = ssh_command(key, known_hosts)
-        while sh(*ssh, "true", check=False).returncode != 0:
-            if process.poll() is not None or time.monotonic() - started > BOOT_TIMEOUT:
-                raise SystemExit(f"image/build: the build box did not answer over SSH; log: {WORK / 'box.log'}")
-            time.sleep(1)
-        # Bounded: a build box that does not settle fails here with its failed units and queued jobs.
-        left = max(10, int(BOOT_TIMEOUT - (time.monotonic() - started)))
-        settled = sh(*ssh, "bash", "-s", str(left), input=(REPO / "image" / "box-settle.sh").read_text(), check=False)
-        if settled.returncode != 0:
-            raise SystemExit(f"image/build: the build box did not settle:\n{settled.stdout}{settled.stderr}")
-        if settled.stdout.strip() != "running":
-            say("provision", settled.stdout.strip())
+        # image/lab's wait: SSH, then a bounded settle (failed units and queued jobs named); fails at once if the box stops.
+        sh(LAB, "_wait-box", hostname, BOX_ADDR, key, known_hosts, box_log, str(process.pid), capture=False)
         say("provision", f"build box up at {BOX_ADDR} after {time.monotonic() - started:.0f}s")
         yield
     finally:
@@ -310,7 +286,9 @@ def ssh_command(key: Path, known_hosts: Path) -> list[str]:
 BOX_NAME = "image-box"  # inventory name of the build box (not "hal0": that is the group's name)
 
 
-def write_inventory(path: Path, spec: ImageSpec, key: Path, known_hosts: Path, address: str = BOX_ADDR) -> None:
+def write_build_inventory(path: Path, spec: ImageSpec, key: Path, known_hosts: Path, address: str = BOX_ADDR) -> None:
+    """The build's inventory: the one build box in `hal0` (and in `proxy` for an image with the proxy), with a
+    throwaway password. image/lab's write_inventory writes a topology of lab boxes; the SSH settings are the same."""
     host = {"ansible_host": address}
     inventory: dict[str, Any] = {
         "all": {
@@ -342,7 +320,7 @@ def provision(spec: ImageSpec, variables: dict[str, Any], out: Path, root: Path,
     if not key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hal0-image-build", "-f", key)
     inventory = out / "inventory.yml"
-    write_inventory(inventory, spec, key, known_hosts)
+    write_build_inventory(inventory, spec, key, known_hosts)
     facts: dict[str, Any] = {}
     with build_box(root, spec.hostname, key, known_hosts):
         env = {
@@ -521,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "vars.yml").write_text("# Written by image/build: the play variables this image was built with.\n" + yaml.safe_dump(variables, sort_keys=False))
 
     with locked():
-        ensure_host_deps()
+        prepare_host()
         stage = time.monotonic()
         wheelhouse = build_wheelhouse(variables, spec.gpu_backend)
         key = input_key(spec, variables, wheelhouse)

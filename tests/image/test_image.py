@@ -113,7 +113,7 @@ def image_box(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
     root = imagebuild.WORK / "test-box"
     imagebuild.extract(Path(built["outputs"]["tarball"]["path"]), root)
     (root / "boot" / "efi" / "hal0.yaml").write_text(BAD_CONFIG)
-    imagebuild.write_inventory(inventory, spec, key, known_hosts)
+    imagebuild.write_build_inventory(inventory, spec, key, known_hosts)
     with imagebuild.locked(), imagebuild.build_box(root, spec.hostname, key, known_hosts):
         yield inventory
     shutil.rmtree(root)
