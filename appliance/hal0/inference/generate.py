@@ -16,7 +16,7 @@ from hal0.inference.constraint import Constraints, Grammar, schema_grammar
 from hal0.inference.engines import Engine
 from hal0.inference.job import Sampled, TokenJob
 from hal0.inference.task import Event, Finish, FinishReason, InvalidTask, Task, TextDelta, TokenLogprob, Usage
-from hal0.inference.templates import Formatter, stops_of
+from hal0.inference.templates import Formatter, template_stops
 from hal0.inference.text import TextStream
 from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_grammar
 
@@ -85,7 +85,7 @@ def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
     if task.messages is not None:
         rendered = model.template(tool_messages(task))
         tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-        return tokens, stops_of(rendered, task.stop)
+        return tokens, template_stops(rendered, task.stop)
     return prompt_tokens(llama, task.prompt or ""), list(task.stop)
 
 

@@ -129,6 +129,3 @@ def template_stops(rendered: Rendered, extra: Sequence[str]) -> list[str]:
     return [text for text in (*rendered.stop, *extra) if text]
 
 
-# The old name, for generate.py alone (its call site, task_prompt, moves to template_stops in the lead's
-# rewrite of the generation loops; then this line goes). api/tasks.stops_of is another thing: a request's `stop`.
-stops_of = template_stops
