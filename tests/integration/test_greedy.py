@@ -24,9 +24,9 @@ def both(llama: Llama, prompt: bytes, bias: dict[int, float] | None) -> tuple[in
     llama.reset()
     llama.eval(llama.tokenize(prompt, add_bos=True))
     sampling = Sampling(temperature=0, logit_bias=bias)
-    assert is_plain_greedy(sampling, None)
+    assert is_plain_greedy(sampling)
     ctx, n_vocab = llama._ctx.ctx, llama.n_vocab()
-    chain = build_sampler(llama._model, n_vocab, sampling, None, None)
+    chain = build_sampler(n_vocab, sampling, None)
     try:
         expected = llama_cpp.llama_sampler_sample(chain.sampler, ctx, -1)  # reads the logits, leaves them
     finally:
