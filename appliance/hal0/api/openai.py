@@ -21,6 +21,7 @@ from hal0.api.tasks import apply_persona, calls_of, chat_task, finish_of, sampli
 from hal0.inference import (
     Event,
     Finish,
+    GrammarOutput,
     JsonOutput,
     Task,
     TextDelta,
@@ -164,7 +165,9 @@ def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
     )
 
 
-def _output(body: ChatCompletionRequest) -> JsonOutput | None:
+def _output(body: ChatCompletionRequest) -> JsonOutput | GrammarOutput | None:
+    if body.grammar is not None:
+        return GrammarOutput(body.grammar)
     response_format = body.response_format
     if response_format is None or response_format.type == "text":
         return None
@@ -216,6 +219,7 @@ async def completions(request: Request) -> Response:
         stop=stops_of(kwargs),
         echo=body.echo,
         suffix=body.suffix,
+        output=GrammarOutput(body.grammar) if body.grammar is not None else None,
         logprobs=body.logprobs,
         deadline=deadline_of(services),
         agent=agent_of(request, services),

@@ -128,6 +128,8 @@ class _GenerationRequest(_Body):
     n: Literal[1] = 1
     user: str | None = Field(None, max_length=256)
     logit_bias: dict[str, float] | None = None
+    grammar: str | None = Field(None, min_length=1, description="A grammar the reply must match: GBNF, as llama-server's `grammar` "
+                                "takes it, or llguidance's Lark. Not with tools or a response_format.")
 
     def sampling(self) -> dict[str, Any]:
         """The llama-cpp-python keyword arguments these fields set (unset ones keep its defaults)."""
@@ -182,6 +184,8 @@ class ChatCompletionRequest(_GenerationRequest):
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
+        if self.grammar is not None and ((self.response_format is not None and self.response_format.type != "text") or self.tools):
+            raise ValueError("grammar cannot be combined with a response_format or tools")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         if self.tool_choice not in (None, "none") and not self.tools:

@@ -18,6 +18,7 @@ from hal0.inference.task import (
     Event,
     Finish,
     GenerationFailed,
+    GrammarOutput,
     InvalidTask,
     JsonOutput,
     Task,
@@ -29,7 +30,7 @@ from hal0.inference.task import (
 )
 
 __all__ = [
-    "Admission", "Cancelled", "EmbeddingFailed", "Event", "Finish", "Generation", "GenerationFailed", "InvalidTask", "JsonOutput",
+    "Admission", "Cancelled", "EmbeddingFailed", "Event", "Finish", "Generation", "GenerationFailed", "GrammarOutput", "InvalidTask", "JsonOutput",
     "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
     "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task",
 ]

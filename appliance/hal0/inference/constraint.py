@@ -68,8 +68,8 @@ _SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "depe
 class SchemaError(InvalidTask):
     """A schema or grammar hal0 cannot enforce: names the keyword and where it is."""
 
-    def __init__(self, message: str, *, param: str) -> None:
-        super().__init__(message, param=param, code="unsupported_schema")
+    def __init__(self, message: str, *, param: str, code: str = "unsupported_schema") -> None:
+        super().__init__(message, param=param, code=code)
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,31 @@ def lark_grammar(lark: str, param: str) -> Grammar:
     found = _cached_lark(lark, param)
     if isinstance(found, SchemaError):
         raise SchemaError(str(found), param=param)
+    return found
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _cached_text_grammar(text: str, param: str) -> Grammar | SchemaError:
+    from llguidance import LLMatcher
+    from llguidance.gbnf_to_lark import any_to_lark
+
+    try:
+        lark = any_to_lark(text)
+    except Exception as error:  # noqa: BLE001 - the converter raises its own and Python's errors on bad input
+        return SchemaError(f"{param} is not a valid GBNF or Lark grammar: {error}", param=param, code="invalid_grammar")
+    failed, messages = LLMatcher.validate_grammar_with_warnings(LLMatcher.grammar_from_lark(lark), None, limits=_limits())
+    if failed:
+        return SchemaError(f"{param} cannot be enforced: {messages[0] if messages else 'invalid grammar'}", param=param, code="invalid_grammar")
+    return Grammar(LLMatcher.grammar_from_lark(lark), param)
+
+
+def text_grammar(text: str, param: str) -> Grammar:
+    """A request's own grammar: GBNF (llama-server's `grammar` field) or llguidance's Lark, converted
+    with llguidance's converter. A grammar that does not parse is a 400 (`invalid_grammar`), never
+    ignored (llama-server's known bug: a grammar that fails to parse runs unconstrained). Cached."""
+    found = _cached_text_grammar(text, param)
+    if isinstance(found, SchemaError):
+        raise SchemaError(str(found), param=param, code=found.code)
     return found
 
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hal0.inference.constraint import Constraints, Grammar, schema_grammar
+from hal0.inference.constraint import Constraints, Grammar, schema_grammar, text_grammar
 from hal0.inference.engines import Engine
 from hal0.inference.job import Sampled, TokenJob
-from hal0.inference.task import Event, Finish, FinishReason, InvalidTask, Task, TextDelta, TokenLogprob, Usage
+from hal0.inference.task import Event, Finish, FinishReason, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
 from hal0.inference.templates import Formatter, template_stops
 from hal0.inference.text import TextStream
 from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_grammar
@@ -64,8 +64,13 @@ def calls_tools(task: Task) -> bool:
 
 def constraint_grammar(task: Task) -> Grammar | None:
     """The grammar the reply is held to: tool calls (with the response format for a text answer),
-    a JSON schema, any JSON object, or none. Raises SchemaError (a 400) for what cannot be enforced;
-    cached, so the dialects' check before admission makes the run's call free."""
+    a JSON schema, any JSON object, the request's own grammar, or none. Raises SchemaError (a 400)
+    for what cannot be enforced; cached, so the dialects' check before admission makes the run's
+    call free."""
+    if isinstance(task.output, GrammarOutput):
+        if calls_tools(task):
+            raise InvalidTask(f"{task.output.param} cannot be combined with tools", param=task.output.param)
+        return text_grammar(task.output.text, task.output.param)
     if calls_tools(task):
         return tools_grammar(task)
     if task.output is None:
@@ -113,7 +118,7 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
         agent=task.agent,
     )
     events = _text_events(llama, task, job, engine, stops, started, len(tokens))
-    yield from _tool_events(events, json_answer=task.output is not None) if calls_tools(task) else events
+    yield from _tool_events(events, json_answer=isinstance(task.output, JsonOutput)) if calls_tools(task) else events
 
 
 def _tool_events(events: Iterator[TextDelta | Finish], json_answer: bool) -> Iterator[Event]:

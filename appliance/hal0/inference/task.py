@@ -47,6 +47,15 @@ class JsonOutput:
 
 
 @dataclass(frozen=True)
+class GrammarOutput:
+    """The reply must match a grammar: GBNF (llama.cpp's, as llama-server's `grammar` field takes it)
+    or llguidance's Lark."""
+
+    text: str
+    param: str = "grammar"
+
+
+@dataclass(frozen=True)
 class Task:
     """One generation. Exactly one of `prompt` (raw completion) and `messages` (chat) is set.
 
@@ -64,7 +73,7 @@ class Task:
     stop: tuple[str, ...] = ()
     echo: bool = False
     suffix: str | None = None
-    output: JsonOutput | None = None
+    output: JsonOutput | GrammarOutput | None = None
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "auto"
     parallel_tool_calls: bool = True

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hal0.inference.constraint import Grammar, embedded_schema, lark_grammar, schema_grammar
-from hal0.inference.task import InvalidTask, Task, TextDelta, Tool, ToolCallDelta
+from hal0.inference.task import InvalidTask, JsonOutput, Task, TextDelta, Tool, ToolCallDelta
 
 _CALLS = '{"tool_calls":['
 _CONTENT = '{"content":'
@@ -87,7 +87,7 @@ def tools_grammar(task: Task) -> Grammar:
     lines = [f'calls: {json.dumps(_CALLS)} call ("," call)* "]}}"' if many else f'calls: {json.dumps(_CALLS)} call "]}}"', f"call: {call}", *rules]
     if task.tool_choice == "auto":
         answer: Any = {"type": "string"}
-        if task.output is not None:
+        if isinstance(task.output, JsonOutput):
             answer = schema_grammar(task.output.schema if task.output.schema is not None else {"type": "object"}, task.output.param).schema
         lines = ["start: calls | content", *lines, f'content: {json.dumps(_CONTENT)} answer "}}"', f"answer: %json {embedded_schema(answer)}"]
     else:
