@@ -15,7 +15,7 @@ import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from hal0.api.errors import ApiError, bad_request
 
@@ -37,11 +37,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone mid-body, or closed by server.body_timeout_s: nobody to answer
+        raise ApiError(499, "client closed the connection before sending its whole body", code="client_closed") from None
     return b"".join(chunks)
 
 

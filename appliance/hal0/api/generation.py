@@ -4,7 +4,8 @@ A dialect builds an inference Task and hands it here with a function that turns 
 into its wire chunks. The model's turn is taken, and the task's first event awaited, before the
 response starts: a full queue is a clean 503 and a task that cannot run (prompt over the context,
 bad bias ids, an unsupported schema) a clean 400, never a half-sent stream. A stream holds the
-turn until its worker has really stopped, whatever way the client leaves.
+turn until its worker has really stopped, whatever way the client leaves, and no longer: what the client
+has not read yet waits in a bounded outbox (GenerationStream).
 """
 
 from __future__ import annotations
@@ -13,24 +14,28 @@ import asyncio
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hal0.agents.quotas import Lease, QuotaExceededError
 from hal0.api.errors import ApiError, bad_request, not_found, overloaded, rate_limited, unavailable
-from hal0.api.identity import agent_of
+from hal0.api.identity import agent_of, peer_of
+from hal0.api.protocol import ABORT_KEY
 from hal0.inference import (
     Cancelled,
     EmbeddingFailed,
+    EmbeddingTimeout,
     Event,
     Finish,
     GenerationFailed,
+    Hold,
     InvalidTask,
     ModelRuntime,
     ModelUnavailable,
@@ -38,11 +43,13 @@ from hal0.inference import (
     StillLoading,
     UnknownModel,
     check_task,
+    until_done,
 )
 from hal0.services import Services
 from hal0.tools.policy import admit_generation
 
 Encode = Callable[[Event], Iterable[dict[str, Any]]]
+T = TypeVar("T")
 
 
 def services_of(request: Request) -> Services:
@@ -83,6 +90,7 @@ class Held:
 
     lease: Lease
     tokens: Callable[[], int] = lambda: 0
+    slot: Hold | None = None  # the model's slot, once the turn is taken
 
 
 async def hold_model(stack: AsyncExitStack, request: Request, runtime: ModelRuntime) -> Held:
@@ -91,19 +99,19 @@ async def hold_model(stack: AsyncExitStack, request: Request, runtime: ModelRunt
     held = Held(admit(request))  # the persona's quotas, before the request waits for the model
     # However it ends, the lease's place is freed and the tokens used are counted.
     stack.callback(lambda: held.lease.finish(held.tokens()))
-    await enter_turn(stack, services_of(request), runtime, request, held.lease.agent)
+    held.slot = await enter_turn(stack, services_of(request), runtime, request, held.lease.agent)
     return held
 
 
-async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request, agent: str) -> None:
+async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRuntime, request: Request, agent: str) -> Hold:
     """Take the model's turn on `stack` through its lifecycle (which loads it first when it is not in
     memory and admits the request in the model's fair order), turning queue and load problems into API
     errors. A client that goes away while waiting gives up its place (499); a load it started goes on for
     the others."""
     server = services.config.server
-    entering = stack.enter_async_context(services.lifecycle.use(runtime, agent, server.queue_limit, server.request_timeout_s))
+    use = services.lifecycle.use(runtime, agent, peer_of(request), server.queue_limit, server.request_timeout_s)
     try:
-        await _unless_disconnected(request, entering)
+        return await _unless_disconnected(request, stack.enter_async_context(use))
     except QueueFull as error:
         raise overloaded(str(error), error.retry_after) from None
     except StillLoading as error:
@@ -112,7 +120,7 @@ async def enter_turn(stack: AsyncExitStack, services: Services, runtime: ModelRu
         raise unavailable(str(error)) from None
 
 
-async def _unless_disconnected(request: Request, waiting: Awaitable[Any]) -> None:
+async def _unless_disconnected(request: Request, waiting: Awaitable[T]) -> T:
     work = asyncio.ensure_future(waiting)
     gone = asyncio.create_task(_disconnect(request))
     try:
@@ -123,7 +131,7 @@ async def _unless_disconnected(request: Request, waiting: Awaitable[Any]) -> Non
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
         raise ApiError(499, "client closed the request while waiting for the model", code="client_closed")
-    work.result()
+    return work.result()
 
 
 async def _disconnect(request: Request) -> None:
@@ -186,37 +194,154 @@ async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) 
 async def run_embeddings(request: Request, runtime: ModelRuntime, inputs: list[str]) -> dict[str, Any]:
     """The embeddings of `inputs` (data and usage), held and counted like a generation, or an API error."""
     cancel = threading.Event()
+    deadline = deadline_of(services_of(request))  # it includes the time spent queued, as a generation's
     async with AsyncExitStack() as stack:
         held = await hold_model(stack, request, runtime)
+        assert held.slot is not None
         async with cancel_on_disconnect(request, cancel.set):
             try:
-                raw = await runtime.embed(inputs, cancel)
+                raw = await runtime.embed(inputs, cancel, deadline, held.slot)
             except Cancelled:
                 raise ApiError(499, "client closed the request", code="client_closed") from None
             except InvalidTask as error:
                 raise task_error(error) from None
-            except EmbeddingFailed as error:
+            except EmbeddingTimeout as error:
+                raise ApiError(504, f"{error}; send fewer inputs per request", type="server_error", code="timeout") from None
+            except (EmbeddingFailed, ModelUnavailable) as error:
                 raise unavailable(f"embeddings failed: {error}") from None
         held.tokens = lambda: raw["usage"]["prompt_tokens"]
     return raw
 
 
-class GenerationStream(StreamingResponse):
-    """An SSE response that always releases its model turn and stops its worker when it ends."""
+class _Outbox:
+    """What a stream has produced and not yet sent, bounded in bytes. One producer, one consumer, on the loop."""
 
-    def __init__(self, events: AsyncIterator[str], stop: Callable[[], None], release: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def __init__(self, bound: int) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._bound = bound
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    async def put(self, data: bytes, timeout: float) -> bool:
+        """Add `data`, waiting at most `timeout` seconds for room; False when the consumer did not make room
+        in time (or is gone). A chunk always fits an empty box, so one larger than the bound still goes."""
+        deadline = time.monotonic() + timeout
+        while self._size and self._size + len(data) > self._bound:
+            remaining = deadline - time.monotonic()
+            if self._closed or remaining <= 0:
+                return False
+            self._changed.clear()  # the consumer is not waiting: the box is not empty
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        self._chunks.append(data)
+        self._size += len(data)
+        self._changed.set()
+        return True
+
+    async def get(self) -> bytes | None:
+        """Everything waiting, as one piece; None once closed and empty."""
+        while not self._chunks:
+            if self._closed:
+                return None
+            self._changed.clear()  # the producer is not waiting: the box is empty
+            await self._changed.wait()
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        self._changed.set()
+        return data
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    def discard(self) -> None:
+        self._chunks.clear()
+        self._size = 0
+        self.close()
+
+
+class GenerationStream(Response):
+    """An SSE response that frees its model turn as soon as the generation ends, not when the client has
+    read it all (issue 29: a client that stops reading must not hold the model).
+
+    A producer task runs the generation into a bounded outbox (server.stream_buffer_bytes); the response
+    sends from it. The turn and the quota lease are released when the producer ends, which is after the
+    worker has really stopped, so the tokens it generated are counted however the client left. A client
+    that leaves stops the generation; one that does not drain the outbox within server.stream_send_timeout_s
+    (a send that makes no progress, or a generation waiting for room) has its generation stopped and its
+    connection dropped."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[str], stop: Callable[[], None], release: Callable[[], Awaitable[None]],
+                 buffer_bytes: int, send_timeout: float) -> None:
+        # No Response.__init__: with no body it would declare Content-Length: 0 (as StreamingResponse avoids).
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = events
         self._stop = stop
         self._release = release
+        self._outbox = _Outbox(buffer_bytes)
+        self._timeout = send_timeout
+        self._stalled = False  # the producer found no room in time
+
+    async def _produce(self) -> None:
+        try:
+            async for text in self._events:
+                if not await self._outbox.put(text.encode(), self._timeout):
+                    self._stalled = True
+                    self._stop()
+                    break
+        finally:
+            await self._events.aclose()  # type: ignore[attr-defined]  # waits for the worker to stop
+            await self._release()
+            self._outbox.close()
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._stop()  # the client left: stop generating for nobody
+        self._outbox.discard()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        producer = asyncio.create_task(self._produce())
+        watcher = asyncio.create_task(self._watch(receive))
         try:
-            await super().__call__(scope, receive, send)
+            if not await self._send_all(send):
+                self._stop()
+                self._outbox.discard()
+                abort = scope.get(ABORT_KEY)
+                if abort is not None:
+                    abort()  # drop the connection: what it has not read is discarded, not kept for it
         finally:
+            watcher.cancel()
+            self._stop_unless_done(producer)
+            await until_done(producer)
+
+    def _stop_unless_done(self, producer: asyncio.Task[None]) -> None:
+        if not producer.done():
             self._stop()
-            await self._events.aclose()  # type: ignore[attr-defined]
-            await self._release()
+
+    async def _send_all(self, send: Send) -> bool:
+        """Send the head and whatever the producer makes; False when the client did not drain in time."""
+        messages = [{"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}]
+        while True:
+            for message in messages:
+                try:
+                    await asyncio.wait_for(send(message), self._timeout)
+                except TimeoutError:
+                    return False
+            if messages[-1].get("more_body") is False:
+                return True
+            data = await self._outbox.get()
+            if self._stalled:
+                return False
+            messages = [{"type": "http.response.body", "body": data or b"", "more_body": data is not None}]
 
 
 def sse(data: Any) -> str:
@@ -289,4 +414,5 @@ async def start_stream(
         finally:
             await source.aclose()
 
-    return GenerationStream(events(), generation.cancel, stack.aclose)
+    server = services_of(request).config.server
+    return GenerationStream(events(), generation.cancel, stack.aclose, server.stream_buffer_bytes, server.stream_send_timeout_s)

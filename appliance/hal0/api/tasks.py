@@ -32,7 +32,8 @@ def apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -
         return model
     for name in ("temperature", "top_p", "top_k", "max_tokens", "stop"):
         default = getattr(persona.params, name)
-        if name not in kwargs and default is not None:
+        # An explicit null is the same as leaving the field out: it takes the persona's default.
+        if kwargs.get(name) is None and default is not None:
             kwargs[name] = list(default) if name == "stop" else default
     limits = persona.limits
     if limits.max_tokens is not None:
@@ -42,7 +43,8 @@ def apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -
                 f"max_tokens {asked} exceeds persona {persona.id!r}'s limit of {limits.max_tokens} (agents.personas[].limits.max_tokens)",
                 param="max_tokens", code="persona_limit",
             )
-        kwargs.setdefault("max_tokens", limits.max_tokens)
+        if asked is None:  # absent or null ("until the context is full") is limited like any other spelling
+            kwargs["max_tokens"] = limits.max_tokens
     if limits.max_temperature is not None and kwargs.get("temperature", 0) > limits.max_temperature:
         raise bad_request(
             f"temperature {kwargs['temperature']} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}",

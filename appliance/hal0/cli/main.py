@@ -53,7 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=server.bind,
         port=server.port,
-        http=BoundedHeadProtocol,  # httptools with a bound on the request head (431)
+        # httptools with bounds on the request head (431) and on how long a head or a body may take
+        http=BoundedHeadProtocol.with_timeouts(server.header_timeout_s, server.body_timeout_s),
+        limit_concurrency=server.max_connections,
         log_level=server.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,

@@ -55,6 +55,34 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, le=256 * 1024 * 1024, description="Larger request bodies get 413."
     )
+    stream_buffer_bytes: int = Field(
+        1_048_576,
+        ge=4096,
+        le=256 * 1024 * 1024,
+        description="Bytes of a stream (SSE) produced and not yet sent that hal0 keeps for a slow client. The model's "
+        "slot is freed when the generation ends, whatever is left to send; a generation that fills this waits for "
+        "the client (at most stream_send_timeout_s).",
+    )
+    stream_send_timeout_s: float = Field(
+        30, gt=0, le=3600,
+        description="A streaming client that makes no room for this long (it stopped reading) has its generation "
+        "stopped and its connection dropped.",
+    )
+    header_timeout_s: float = Field(
+        10, gt=0, le=3600,
+        description="A request line and headers must arrive complete within this many seconds of their first byte "
+        "(or of the connection's opening); else the connection is closed (slow-loris).",
+    )
+    body_timeout_s: float = Field(
+        60, gt=0, le=86400,
+        description="A request body must arrive complete within this many seconds of the headers; else the "
+        "connection is closed (a body trickled byte by byte).",
+    )
+    max_connections: int = Field(
+        1024, ge=16, le=1_000_000,
+        description="Connections and requests in progress at most; a request beyond them gets 503 at once. Keep "
+        "it under the service's open-file limit (LimitNOFILE in the unit).",
+    )
     max_loaded_models: int | None = Field(
         None,
         ge=1,

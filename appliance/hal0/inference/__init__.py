@@ -5,9 +5,9 @@ A dialect builds a `Task`, takes the model's turn through its lifecycle (`Lifecy
 TextDelta / ToolCallDelta, then one Finish.
 """
 
-from hal0.inference.admission import Admission, QueueFull
-from hal0.inference.bridge import Cancelled, Generation
-from hal0.inference.embeddings import EmbeddingFailed
+from hal0.inference.admission import Admission, Hold, QueueFull
+from hal0.inference.bridge import Cancelled, Generation, until_done
+from hal0.inference.embeddings import EmbeddingFailed, EmbeddingTimeout
 from hal0.inference.generate import check_task
 from hal0.inference.lifecycle import Lifecycle, ModelStatus, StillLoading
 from hal0.inference.registry import ModelRegistry, UnknownModel
@@ -30,7 +30,7 @@ from hal0.inference.task import (
 )
 
 __all__ = [
-    "Admission", "Cancelled", "EmbeddingFailed", "Event", "Finish", "Generation", "GenerationFailed", "GrammarOutput", "InvalidTask", "JsonOutput",
+    "Admission", "Cancelled", "EmbeddingFailed", "EmbeddingTimeout", "Event", "Finish", "Generation", "GenerationFailed", "GrammarOutput", "Hold", "InvalidTask", "JsonOutput",
     "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
-    "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task",
+    "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task", "until_done",
 ]

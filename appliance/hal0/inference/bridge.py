@@ -71,7 +71,24 @@ class Generation:
                 yield value
         finally:
             self._cancel.set()
+            await until_done(worker)
+
+
+async def until_done(worker: asyncio.Future[None]) -> None:
+    """Wait for `worker` (a generation's thread, a stream's producer) even while the caller is being cancelled
+    (a client that left mid-stream; anyio re-delivers the cancellation at every await): the slot is released,
+    and the tokens generated are known, only once the worker has really stopped. The cancellation is
+    re-raised after; the worker's own outcome is its own (it is not raised here)."""
+    cancelled = False
+    while not worker.done():
+        try:
             await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # noqa: BLE001 - its failure is for whoever reads its result
+            break
+    if cancelled:
+        raise asyncio.CancelledError
 
 
-__all__ = ["Cancelled", "Generation"]
+__all__ = ["Cancelled", "Generation", "until_done"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hal0 import faults
-from hal0.inference.admission import Admission, Ticket
+from hal0.inference.admission import Admission, Hold, Ticket
 from hal0.inference.registry import ModelRegistry
 from hal0.inference.runtime import ModelRuntime
 from hal0.inference.state import ModelState, ModelUnavailable
@@ -150,28 +150,42 @@ class Lifecycle:
         return self._registry.get(model_id)
 
     @asynccontextmanager
-    async def use(self, runtime: ModelRuntime, agent: str, queue_limit: int, timeout: float) -> AsyncIterator[None]:
-        """Admit `agent`'s request, have the model ready (loading it if needed) and hold a slot, taken in
-        the model's fair order (admission.py).
+    async def use(self, runtime: ModelRuntime, agent: str, peer: str | None, queue_limit: int, timeout: float) -> AsyncIterator[Hold]:
+        """Admit `agent`'s request (from TCP peer `peer`), have the model ready (loading it if needed) and hold
+        a slot, taken in the model's fair order (admission.py). Yields the slot's Hold.
 
-        QueueFull when the model's queue is full; ModelUnavailable (StillLoading past `timeout`) when
-        it cannot be loaded."""
+        QueueFull when the model's queue is full (or, while waiting, when a newcomer took this request's place
+        because its client held most of the queue); ModelUnavailable (StillLoading past `timeout`) when it
+        cannot be loaded."""
         entry = self._entries[runtime.id]
-        ticket = entry.admission.enter(agent, queue_limit, self._loading_left(entry))
+        ticket = entry.admission.enter(agent, peer, queue_limit, self._loading_left(entry))
         try:
             async with AsyncExitStack() as stack:
-                for attempt in (1, 2):
-                    await self._ready(entry, LoadReason.REQUEST, timeout)
-                    try:
-                        await stack.enter_async_context(runtime.turn(ticket))
-                        break
-                    except ModelUnavailable:
-                        # An admin unloaded it between its load and our turn: load it again, once.
-                        if attempt == 2 or runtime.state is ModelState.FAILED:
-                            raise
-                yield
+                try:
+                    hold = await self._ready_turn(entry, ticket, stack, timeout)
+                except asyncio.CancelledError:
+                    if not ticket.evicted:
+                        raise
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()  # the cancellation was the eviction's, now answered as QueueFull
+                    raise entry.admission.refusal(ticket) from None
+                ticket.waiter = None  # running: never evicted
+                yield hold
         finally:
             self._release(entry, ticket)
+
+    async def _ready_turn(self, entry: _Entry, ticket: Ticket, stack: AsyncExitStack, timeout: float) -> Hold:
+        runtime = entry.runtime
+        for attempt in (1, 2):
+            await self._ready(entry, LoadReason.REQUEST, timeout)
+            try:
+                return await stack.enter_async_context(runtime.turn(ticket))
+            except ModelUnavailable:
+                # An admin unloaded it between its load and our turn: load it again, once.
+                if attempt == 2 or runtime.state is ModelState.FAILED:
+                    raise
+        raise AssertionError("unreachable")
 
     def _release(self, entry: _Entry, ticket: Ticket) -> None:
         entry.admission.leave(ticket)
@@ -271,7 +285,7 @@ class Lifecycle:
         runtime = self.runtime(model_id)
         entry = self._entries[runtime.id]
         changed = runtime.state is not ModelState.READY
-        ticket = entry.admission.enter(None, None)  # wanted while it loads: never evicted, the load not abandoned
+        ticket = entry.admission.enter(None, None, None)  # wanted while it loads: never evicted, the load not abandoned
         try:
             await self._ready(entry, LoadReason.ADMIN, timeout)
         finally:

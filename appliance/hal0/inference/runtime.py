@@ -29,11 +29,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from hal0.config.models import ModelConfig
-from hal0.inference.admission import Admission, Ticket
+from hal0.inference.admission import Admission, Hold, Ticket
 from hal0.inference.batching import BatchScheduler
-from hal0.inference.bridge import Generation
+from hal0.inference.bridge import Generation, until_done
 from hal0.inference.devices import check_offload
-from hal0.inference.embeddings import Embedder
+from hal0.inference.embeddings import EMBED_GROUP, Embedder, check_embedding, merge_embeddings
 from hal0.inference.engines import BatchedEngine, SingleEngine
 from hal0.inference.generate import LoadedModel, task_prompt
 from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
@@ -210,18 +210,18 @@ class ModelRuntime:
             self._requests.shutdown(wait=False, cancel_futures=True)
 
     @asynccontextmanager
-    async def turn(self, ticket: Ticket) -> AsyncIterator[None]:
+    async def turn(self, ticket: Ticket) -> AsyncIterator[Hold]:
         """Wait for `ticket`'s fair turn at one of this model's slots and hold it; ModelUnavailable when the
         model is not (or no longer, after an unload) loaded."""
         if self.state is not ModelState.READY:
             raise ModelUnavailable(self._unavailable_reason())
         asked = time.perf_counter()
-        async with self.admission.slot(ticket):
+        async with self.admission.slot(ticket) as hold:
             if self.observer is not None:
                 self.observer.queue_wait(self.id, time.perf_counter() - asked)
             if self.state is not ModelState.READY:
                 raise ModelUnavailable(self._unavailable_reason())
-            yield
+            yield hold
 
     def _unavailable_reason(self) -> str:
         if self.state is ModelState.FAILED:
@@ -243,17 +243,29 @@ class ModelRuntime:
         if observer is not None:
             observer.record_generation(self.id, finish.usage.prompt_tokens, finish.usage.completion_tokens, finish.ttft)
 
-    async def embed(self, inputs: list[str], cancel: threading.Event) -> dict[str, Any]:
-        """Embeddings of `inputs` (embeddings.py) on the model's worker thread. Call inside `turn()`.
+    async def embed(self, inputs: list[str], cancel: threading.Event, deadline: float, hold: Hold) -> dict[str, Any]:
+        """Embeddings of `inputs` (embeddings.py), a few at a time on the model's worker thread, holding
+        `hold` (the request's slot, from `turn()`).
 
-        A set `cancel` (client gone) frees the model within a few inputs: raises Cancelled."""
-        worker = asyncio.get_running_loop().run_in_executor(self._executor, self._embedder.embed, inputs, cancel)
-        try:
-            result = await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            cancel.set()
-            await worker  # the turn is held until the worker has really stopped
-            raise
+        Between pieces the slot goes to whoever waits (`Hold.pass_turn`), so a long list does not hold the
+        model from other agents; a set `cancel` (client gone) raises Cancelled and a `deadline` (perf_counter,
+        server.request_timeout_s) passed EmbeddingTimeout, each within one piece."""
+        loop = asyncio.get_running_loop()
+        pieces: list[dict[str, Any]] = []
+        for first in range(0, len(inputs), EMBED_GROUP):
+            if first:
+                await hold.pass_turn()
+                if self.state is not ModelState.READY:  # unloaded while another had the slot
+                    raise ModelUnavailable(self._unavailable_reason())
+            check_embedding(cancel, deadline)
+            worker = loop.run_in_executor(self._executor, self._embedder.embed, inputs[first : first + EMBED_GROUP], first)
+            try:
+                pieces.append(await asyncio.shield(worker))
+            except asyncio.CancelledError:
+                cancel.set()
+                await until_done(worker)  # the slot is held until the worker has really stopped
+                raise
+        result = merge_embeddings(pieces)
         if self.observer is not None:
             self.observer.record_generation(self.id, result["usage"]["prompt_tokens"], 0, None)
         return result
