@@ -30,7 +30,7 @@ from hal0.inference.task import (
 )
 
 __all__ = [
-    "Admission", "Cancelled", "EmbeddingFailed", "EmbeddingTimeout", "Event", "Finish", "Generation", "GenerationFailed", "GrammarOutput", "Hold", "InvalidTask", "JsonOutput",
-    "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull", "Sampling", "StillLoading", "Task",
-    "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task", "until_done",
+    "Admission", "Cancelled", "EmbeddingFailed", "EmbeddingTimeout", "Event", "Finish", "Generation", "GenerationFailed", "GrammarOutput", "Hold",
+    "InvalidTask", "JsonOutput", "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull",
+    "Sampling", "StillLoading", "Task", "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task", "until_done",
 ]
