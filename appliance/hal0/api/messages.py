@@ -23,7 +23,7 @@ from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import chat_task
-from hal0.inference import Event, Finish, ModelUnavailable, Task, TextDelta, Tool, ToolCallDelta
+from hal0.inference import Event, Finish, ModelUnavailable, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
@@ -114,6 +114,15 @@ class AnthropicMetadata(_Body):
     user_id: str | None = Field(None, max_length=256)
 
 
+class AnthropicThinking(_Body):
+    """`thinking`: enabled, a thinking model's reasoning comes back as thinking blocks; disabled (the
+    default), it is left out of the reply. hal0 does not cap the reasoning by budget_tokens: max_tokens
+    bounds the whole reply."""
+
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(None, ge=1)
+
+
 class CountTokensRequest(_Body):
     model: str | None = Field(None, max_length=128)
     messages: list[AnthropicMessage] = Field(min_length=1, max_length=1024)
@@ -149,6 +158,11 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0, le=1000)
     metadata: AnthropicMetadata | None = None
+    thinking: AnthropicThinking | None = None
+
+    @property
+    def thinks(self) -> bool:
+        return self.thinking is not None and self.thinking.type == "enabled"
 
 
 def chat_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
@@ -200,12 +214,14 @@ def _stop_reason(finish: Finish, stops: list[str]) -> tuple[str, str | None]:
 class MessageEvents:
     """Events -> Anthropic's stream events, building the final message as it goes.
 
-    message_start, then per content block content_block_start, content_block_delta (text_delta
-    or input_json_delta)..., content_block_stop, then message_delta (stop_reason, usage) and
-    message_stop.
+    message_start, then per content block content_block_start, content_block_delta (text_delta,
+    input_json_delta, or thinking_delta then an empty signature_delta)..., content_block_stop, then
+    message_delta (stop_reason, usage) and message_stop. Reasoning becomes a thinking block only when
+    the request enabled thinking.
     """
 
-    def __init__(self, model: str, input_tokens: int, stops: list[str]) -> None:
+    def __init__(self, model: str, input_tokens: int, stops: list[str], thinking: bool = False) -> None:
+        self._thinking = thinking
         self.message: dict[str, Any] = {
             "id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": None, "stop_sequence": None,
@@ -227,6 +243,12 @@ class MessageEvents:
                 out += self._add({"type": "text", "text": ""})
             self._open["text"] += event.text
             out.append(self._event("content_block_delta", index=self._index, delta={"type": "text_delta", "text": event.text}))
+        elif isinstance(event, ReasoningDelta) and event.text and self._thinking:
+            if self._open is None or self._open["type"] != "thinking":
+                out += self._close()
+                out += self._add({"type": "thinking", "thinking": "", "signature": ""})
+            self._open["thinking"] += event.text
+            out.append(self._event("content_block_delta", index=self._index, delta={"type": "thinking_delta", "thinking": event.text}))
         elif isinstance(event, ToolCallDelta):
             if event.id is not None:
                 out += self._close()
@@ -256,7 +278,7 @@ class MessageEvents:
     def _add(self, block: dict[str, Any]) -> list[dict[str, Any]]:
         self.message["content"].append(block)
         self._open = block
-        start = {**block, "text": ""} if block["type"] == "text" else block
+        start = {**block, "text": ""} if block["type"] == "text" else {**block, "thinking": ""} if block["type"] == "thinking" else block
         return [self._event("content_block_start", index=self._index, content_block=start)]
 
     def _close(self) -> list[dict[str, Any]]:
@@ -264,6 +286,9 @@ class MessageEvents:
         if block is None:
             return []
         index = self.message["content"].index(block)
+        if block["type"] == "thinking":  # hal0 signs nothing: the signature is empty, as the stream says
+            return [self._event("content_block_delta", index=index, delta={"type": "signature_delta", "signature": ""}),
+                    self._event("content_block_stop", index=index)]
         if block["type"] == "tool_use":
             arguments = self._arguments.get(index, "")
             block["input"] = json.loads(arguments) if arguments.strip() else {}  # grammar-constrained: valid JSON
@@ -323,9 +348,9 @@ async def create_message(request: Request) -> Response:
     runtime, task = _task(request, body, kwargs)
     if body.stream:
         # message_start carries the input tokens, before the first token is generated.
-        encode = MessageEvents(runtime.id, await _count(runtime, task), list(task.stop))
+        encode = MessageEvents(runtime.id, await _count(runtime, task), list(task.stop), body.thinks)
         return await start_stream(request, runtime, task, encode, WIRE)
-    encode = MessageEvents(runtime.id, 0, list(task.stop))
+    encode = MessageEvents(runtime.id, 0, list(task.stop), body.thinks)
     for event in await run_to_completion(request, runtime, task):
         encode(event)
     return JSONResponse(encode.message)

@@ -17,12 +17,13 @@ from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import deadline_of, lookup_model, run_embeddings, run_to_completion, services_of, start_stream
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from hal0.api.tasks import apply_persona, calls_of, chat_task, finish_of, sampling_of, stops_of, text_of
+from hal0.api.tasks import apply_persona, calls_of, chat_task, finish_of, reasoning_of, sampling_of, stops_of, text_of
 from hal0.inference import (
     Event,
     Finish,
     GrammarOutput,
     JsonOutput,
+    ReasoningDelta,
     Task,
     TextDelta,
     TokenLogprob,
@@ -50,9 +51,12 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": data})
 
 
-def _usage(finish: Finish) -> dict[str, int]:
+def _usage(finish: Finish) -> dict[str, Any]:
     usage = finish.usage
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+    counted: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+    if usage.reasoning_tokens:
+        counted["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return counted
 
 
 class _Chunks:
@@ -94,6 +98,8 @@ class _ChatChunks(_Chunks):
             if event.text or event.logprobs:
                 logprobs = {"content": [_chat_logprob(item) for item in event.logprobs], "refusal": None} if self.logprobs else None
                 chunks.append(self._chunk({"content": event.text}, None, logprobs))
+        elif isinstance(event, ReasoningDelta):
+            chunks.append(self._chunk({"reasoning_content": event.text}, None))
         elif isinstance(event, ToolCallDelta):
             chunks.append(self._chunk({"tool_calls": [_call_delta(event)]}, None))
         elif isinstance(event, Finish):
@@ -189,6 +195,7 @@ async def chat_completions(request: Request) -> Response:
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        reasoning_format="none" if body.reasoning_format == "none" else "auto",
     )
     if body.stream:
         return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
@@ -197,6 +204,8 @@ async def chat_completions(request: Request) -> Response:
     meta = _Chunks(runtime.id, "chat.completion", "chatcmpl", False).meta
     calls = _tool_calls(events)
     message: dict[str, Any] = {"role": "assistant", "content": None if calls else text_of(events), "refusal": None}
+    if reasoning := reasoning_of(events):
+        message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = calls
     logprobs = {"content": [_chat_logprob(item) for item in _logprob_items(events)], "refusal": None} if body.logprobs else None

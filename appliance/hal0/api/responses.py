@@ -21,7 +21,7 @@ from hal0.api.body import parse_json
 from hal0.api.errors import bad_request
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import chat_task
-from hal0.inference import Event, Finish, JsonOutput, Task, TextDelta, Tool, ToolCallDelta
+from hal0.inference import Event, Finish, JsonOutput, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
@@ -212,7 +212,7 @@ def _usage(finish: Finish) -> dict[str, Any]:
     usage = finish.usage
     return {
         "input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.total_tokens,
     }
 
@@ -246,7 +246,9 @@ class ResponseEvents:
 
     Sequence: response.created, response.in_progress, then per output item output_item.added,
     (content_part.added, output_text.delta..., output_text.done, content_part.done) or
-    (function_call_arguments.delta..., function_call_arguments.done), output_item.done, and last
+    (function_call_arguments.delta..., function_call_arguments.done) or, for a thinking model's
+    reasoning, a `reasoning` item (reasoning_summary_part.added, reasoning_summary_text.delta...,
+    reasoning_summary_text.done, reasoning_summary_part.done), output_item.done, and last
     response.completed (response.incomplete when max_output_tokens cut it short).
     """
 
@@ -270,6 +272,13 @@ class ResponseEvents:
             self._open["content"][0]["text"] += event.text
             out.append(self._event("response.output_text.delta", item_id=self._open["id"], output_index=self._index,
                                    content_index=0, delta=event.text, logprobs=[]))
+        elif isinstance(event, ReasoningDelta) and event.text:
+            if self._open is None or self._open["type"] != "reasoning":
+                out += self._close()
+                out += self._open_reasoning()
+            self._open["summary"][0]["text"] += event.text
+            out.append(self._event("response.reasoning_summary_text.delta", item_id=self._open["id"], output_index=self._index,
+                                   summary_index=0, delta=event.text))
         elif isinstance(event, ToolCallDelta):
             if event.id is not None:
                 out += self._close()
@@ -284,7 +293,8 @@ class ResponseEvents:
                                        delta=event.arguments))
         elif isinstance(event, Finish):
             incomplete = event.reason == "length"
-            if not self.response["output"]:
+            if not any(item["type"] != "reasoning" for item in self.response["output"]):
+                out += self._close()
                 out += self._open_message()  # an empty reply is still one (empty) message
             out += self._close("incomplete" if incomplete else "completed")
             self.response["status"] = "incomplete" if incomplete else "completed"
@@ -320,13 +330,28 @@ class ResponseEvents:
                                part=part))
         return out
 
+    def _open_reasoning(self) -> list[dict[str, Any]]:
+        item = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex}", "status": "in_progress", "summary": []}
+        out = self._add(item)
+        part = {"type": "summary_text", "text": ""}
+        item["summary"].append(part)
+        out.append(self._event("response.reasoning_summary_part.added", item_id=item["id"], output_index=self._index, summary_index=0,
+                               part=part))
+        return out
+
     def _close(self, status: str = "completed") -> list[dict[str, Any]]:
         item, self._open = self._open, None
         if item is None:
             return []
         out: list[dict[str, Any]] = []
         index = self.response["output"].index(item)
-        if item["type"] == "message":
+        if item["type"] == "reasoning":
+            part = item["summary"][0]
+            out.append(self._event("response.reasoning_summary_text.done", item_id=item["id"], output_index=index, summary_index=0,
+                                   text=part["text"]))
+            out.append(self._event("response.reasoning_summary_part.done", item_id=item["id"], output_index=index, summary_index=0,
+                                   part=part))
+        elif item["type"] == "message":
             part = item["content"][0]
             out.append(self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
                                    text=part["text"], logprobs=[]))

@@ -170,6 +170,8 @@ class ChatCompletionRequest(_GenerationRequest):
     parallel_tool_calls: bool = True
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    reasoning_format: Literal["auto", "deepseek", "none"] | None = Field(
+        None, description="A thinking model's reasoning: split out as reasoning_content (auto, deepseek: the default) or left inline (none).")
 
     @property
     def token_limit(self) -> int | None:

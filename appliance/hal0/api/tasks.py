@@ -17,7 +17,7 @@ from hal0.agents.policy import persona_for
 from hal0.api.errors import bad_request
 from hal0.api.generation import deadline_of, lookup_model, services_of
 from hal0.api.identity import agent_of
-from hal0.inference import Event, Finish, ModelRuntime, Sampling, Task, TextDelta, ToolCallDelta
+from hal0.inference import Event, Finish, ModelRuntime, ReasoningDelta, Sampling, Task, TextDelta, ToolCallDelta
 
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias")
 
@@ -89,6 +89,11 @@ def finish_of(events: list[Event]) -> Finish:
 
 def text_of(events: list[Event]) -> str:
     return "".join(event.text for event in events if isinstance(event, TextDelta))
+
+
+def reasoning_of(events: list[Event]) -> str:
+    """The reasoning a thinking model wrote before its answer ("" when none)."""
+    return "".join(event.text for event in events if isinstance(event, ReasoningDelta))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from hal0.inference.task import (
     GrammarOutput,
     InvalidTask,
     JsonOutput,
+    ReasoningDelta,
     Task,
     TextDelta,
     TokenLogprob,
@@ -31,6 +32,6 @@ from hal0.inference.task import (
 
 __all__ = [
     "Admission", "Cancelled", "EmbeddingFailed", "EmbeddingTimeout", "Event", "Finish", "Generation", "GenerationFailed", "GrammarOutput", "Hold",
-    "InvalidTask", "JsonOutput", "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull",
+    "InvalidTask", "JsonOutput", "Lifecycle", "ModelRegistry", "ModelRuntime", "ModelState", "ModelStatus", "ModelUnavailable", "QueueFull", "ReasoningDelta",
     "Sampling", "StillLoading", "Task", "TextDelta", "TokenLogprob", "Tool", "ToolCallDelta", "UnknownModel", "Usage", "check_task", "until_done",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hal0.inference.constraint import Constraints, Grammar, schema_grammar, text_grammar
 from hal0.inference.engines import Engine
 from hal0.inference.job import Sampled, TokenJob
+from hal0.inference.reasoning import ReasoningSplitter, opened_by
 from hal0.inference.task import Event, Finish, FinishReason, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
 from hal0.inference.templates import Formatter, template_stops
 from hal0.inference.text import TextStream
@@ -118,7 +119,28 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
         agent=task.agent,
     )
     events = _text_events(llama, task, job, engine, stops, started, len(tokens))
-    yield from _tool_events(events, json_answer=isinstance(task.output, JsonOutput)) if calls_tools(task) else events
+    if calls_tools(task):
+        yield from _tool_events(events, json_answer=isinstance(task.output, JsonOutput))
+    elif task.messages is not None and not isinstance(task.output, JsonOutput) and task.reasoning_format != "none":
+        # The generation prompt may open the reasoning block itself (DeepSeek-R1's, Qwen3's with thinking on).
+        yield from _reasoning_events(llama, events, opened_by(llama.detokenize(tokens[-16:], special=True).decode("utf-8", "replace")))
+    else:
+        yield from events
+
+
+def _reasoning_events(llama: Any, events: Iterator[TextDelta | Finish], opened: tuple[str, str] | None) -> Iterator[Event]:
+    """A thinking model's reasoning block as ReasoningDelta, its answer as TextDelta; the Finish counts
+    the reasoning's tokens."""
+    splitter = ReasoningSplitter(opened)
+    for event in events:
+        if isinstance(event, TextDelta):
+            yield from splitter.feed(event)
+            continue
+        yield from splitter.flush()
+        if splitter.reasoning:
+            counted = len(llama.tokenize(splitter.reasoning.encode("utf-8"), add_bos=False, special=True))
+            event = replace(event, usage=replace(event.usage, reasoning_tokens=min(counted, event.usage.completion_tokens)))
+        yield event
 
 
 def _tool_events(events: Iterator[TextDelta | Finish], json_answer: bool) -> Iterator[Event]:

@@ -80,6 +80,9 @@ class Task:
     logprobs: int | None = None
     deadline: float = float("inf")
     agent: str | None = None
+    # "auto": a thinking model's reasoning block comes back as ReasoningDelta events (reasoning.py);
+    # "none": the reply as the model wrote it, markers and all (llama-server's --reasoning-format).
+    reasoning_format: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (a thinking model's block before its answer)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ToolCallDelta:
     """A piece of tool call `index`: the first carries id and name, later ones argument fragments."""
 
@@ -112,6 +122,7 @@ class ToolCallDelta:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0  # of completion_tokens, those of the reasoning block
 
     @property
     def total_tokens(self) -> int:
@@ -127,7 +138,7 @@ class Finish:
     stop_sequence: str | None = None  # the stop string that ended the run, if one did
 
 
-Event = TextDelta | ToolCallDelta | Finish
+Event = TextDelta | ReasoningDelta | ToolCallDelta | Finish
 
 
 class InvalidTask(ValueError):
