@@ -49,7 +49,7 @@ def matches(constraints: Constraints, vocab: Llama, grammar: Grammar, text: str)
         if not allowed:
             return False
         constraint.accept(allowed[0])
-    return constraint.finished or constraint._matcher.is_accepting()
+    return constraint.finished or constraint.accepting
 
 
 @pytest.mark.parametrize(("name", "schema", "keyword"), [(name, schema, keyword) for name, (schema, keyword) in REFUSED.items()], ids=list(REFUSED))

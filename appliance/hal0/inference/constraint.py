@@ -244,7 +244,7 @@ def text_grammar(text: str, param: str) -> Grammar:
     return found
 
 
-def _masks_of(model: Any) -> Any:
+def _tokenizer_of(model: Any) -> Any:
     """llguidance's tokenizer for a llama.cpp model: every token's bytes (control tokens marked as
     special, as llguidance.llamacpp does), with every end-of-generation token allowed where the
     grammar may end. Written here rather than through llguidance.llamacpp, whose loop calls a
@@ -293,7 +293,7 @@ class Constraints:
 
     def _build(self) -> None:
         try:
-            self._tokenizer = _masks_of(self._model)
+            self._tokenizer = _tokenizer_of(self._model)
         except (RuntimeError, ValueError, OSError) as error:  # reported to every request that needs it
             self._error = error
         finally:
@@ -356,3 +356,8 @@ class TokenConstraint:
     @property
     def finished(self) -> bool:
         return bool(self._matcher.is_stopped())
+
+    @property
+    def accepting(self) -> bool:
+        """What came so far is a whole reply (more may still follow)."""
+        return bool(self._matcher.is_accepting())
