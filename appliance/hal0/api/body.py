@@ -15,7 +15,7 @@ import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from hal0.api.errors import ApiError, bad_request
 
@@ -37,11 +37,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left mid-body: nothing to answer, and nothing wrong with the server (no traceback).
+        raise ApiError(400, "the client disconnected before the whole request body arrived", code="client_disconnected") from None
     return b"".join(chunks)
 
 
@@ -110,10 +114,13 @@ def ascii_int(value: str) -> int | None:
     return int(value) if len(value) <= 18 and _DIGITS.fullmatch(value) else None
 
 
-async def parse_json(request: Request, model: type[Model], limit: int) -> Model:
-    """Parse the body as `model`; 400 naming the first bad field."""
+async def parse_json(request: Request, model: type[Model], limit: int, *, optional: bool = False) -> Model:
+    """Parse the body as `model`; 400 naming the first bad field. With `optional`, an empty body is
+    the model's defaults. The body is read within `limit` either way (413 past it)."""
     raw = await read_body(request, limit)
     if not raw.strip():
+        if optional:
+            return model()
         raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
     data = decode_json(raw)
     if not isinstance(data, dict):

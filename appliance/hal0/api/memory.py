@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hal0.api.body import ascii_int, parse_json
-from hal0.api.errors import ApiError, bad_request, rate_limited
+from hal0.api.errors import ApiError, bad_request, refused
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
 from hal0.memory import InvalidInputError, ItemNotFoundError, LimitExceededError, MemoryDisabledError
@@ -52,11 +52,7 @@ async def _run(name: str, call: ToolContext, arguments: dict[str, Any]) -> dict[
     try:
         return await call_tool(tool(f"memory:{name}"), call, arguments)
     except ToolRefusedError as error:
-        if error.retry_after is not None:
-            raise rate_limited(str(error), error.retry_after, "requests_per_minute") from None
-        # Too many calls waiting for a human is a "come back later", not a policy refusal.
-        status = 429 if error.code == "too_many_pending" else 403
-        raise ApiError(status, str(error), code=error.code) from None
+        raise refused(str(error), error.code, error.retry_after) from None
     except MemoryDisabledError:
         raise _disabled() from None
     except InvalidInputError as error:
