@@ -20,19 +20,20 @@ from hal0.api.identity import agent_of
 from hal0.memory import InvalidInputError, ItemNotFoundError, LimitExceededError, MemoryDisabledError
 from hal0.tools import ToolContext, tool
 from hal0.tools.gated import ToolRefusedError, call_tool
+from hal0.tools.memory import NewText, Tags, Text
 
 
 class AddBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str
-    tags: list[str] | None = None
+    text: Text  # the remember tool's own argument types: REST's schema says what MCP's does
+    tags: Tags = None
     metadata: dict[str, Any] | None = None
 
 
 class PatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str | None = None
-    tags: list[str] | None = None
+    text: NewText = None
+    tags: Tags = None
     metadata: dict[str, Any] | None = Field(None, description="A new object replaces the metadata; null removes it.")
 
 
