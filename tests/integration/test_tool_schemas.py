@@ -3,8 +3,8 @@
 A constrained model generates its arguments from the schema (the Agents SDK with gemma sent `{"text": ""}` to
 remember, which its schema allowed and the store refused). So for each tool, boundary arguments are checked
 against the schema it lists (jsonschema) and sent to it: the schema accepts them exactly when the tool does,
-but for the two rules the schemas say in words because they need `pattern`, which hal0's own constraint engine
-does not take (agents hand these schemas back to hal0): text that is only whitespace, and the tag characters.
+but for the two rules the schemas say in words (they would need `pattern`, which regex dialects and constraint
+engines read differently): text that is only whitespace, and the tag characters.
 """
 
 from __future__ import annotations

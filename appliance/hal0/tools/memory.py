@@ -19,10 +19,12 @@ from hal0.memory.query import MAX_QUERY_CHARS, decode_cursor, has_words
 from hal0.tools.spec import ToolContext, ToolSpec
 
 # Each schema says what the tool takes (issue 29): a constrained model generates from it, so a value the schema
-# allows and the store refuses (`{"text": ""}`) is an error the model cannot avoid. Only keywords hal0's own
-# constraint engine takes are used (agents hand these schemas back to hal0 as tools), so two rules are in
-# words: text that is only whitespace, and the tag characters (both need `pattern`). Schemas are kept short:
-# they are part of every prompt that offers these tools. memory.max_item_bytes, a live setting, is in the README.
+# allows and the store refuses (`{"text": ""}`) is an error the model cannot avoid. Only lengths and counts are
+# used, which every validator and constraint engine reads alike; two rules are in words: text that is only
+# whitespace, and the tag characters. They would need `pattern`, whose `\s` and `$` differ between regex
+# dialects (JSON Schema's ECMA-262, Python's, Rust's) and whose anchoring differs between engines. Schemas are
+# kept short: they are part of every prompt that offers these tools. memory.max_item_bytes, a live setting, is
+# in the README.
 Text = Annotated[str, Field(description="What to remember (not blank).", min_length=1)]
 NewText = Annotated[str | None, Field(description="New text, not blank (omit to keep).", min_length=1)]
 ItemId = Annotated[str, Field(description="Item id, as returned by remember, recall or list.", max_length=64)]
