@@ -100,19 +100,18 @@ def _answered(response: httpx.Response, arguments: str) -> None:
 
 
 def check_replies_steered_to_lone_surrogates(server: Server) -> None:
+    """Steered to `\\udcXX` (a 500 on 2 of 4 seeds in the second adversarial pass, with the grammar of then). The
+    constraint engine now writes no surrogate escape at all (it escapes control characters only), so these replies
+    must simply be answered, streamed and not; how the parser reads one all the same is in test_reply_parser."""
     tools = [{"type": "function", "function": {"name": "note", "parameters": NOTE}}]
-    replaced = 0
     for seed in range(4):
         for choice in ("auto", "required"):
             body = {"model": "tiny", "max_tokens": 80, "temperature": 1.0, "seed": seed, "logit_bias": SURROGATES,
                     "tools": tools, "tool_choice": choice, "messages": [{"role": "user", "content": "hi"}]}
             response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
             assert response.status_code == 200, (seed, choice, response.text[:200])
-            message = response.json()["choices"][0]["message"]
-            replaced += (message.get("content") or "").count("\ufffd")
             streamed = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "stream": True}, timeout=60)
             assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text[-200:]
-    assert replaced > 0  # the bias really made lone surrogates, and they arrived as U+FFFD
 
 
 def check_ports_in_other_digits(server: Server) -> None:

@@ -185,9 +185,11 @@ class GatedMCPServer(MCPServer):
         return await super()._handle_list_prompts(ctx, params)
 
     async def _handle_get_prompt(self, ctx: Any, params: Any) -> Any:
-        if params.name not in {prompt.name for prompt in await self.list_prompts()}:
+        names = {prompt.name for prompt in await self.list_prompts()}
+        if params.name not in names:
             # The spec's code for an unknown prompt (the SDK's own answer is a bare ValueError, code 0).
-            raise MCPError(INVALID_PARAMS, f"unknown prompt {params.name[:64]!r}: this server has no prompts", data={"name": params.name[:64]})
+            known = f"one of {', '.join(sorted(names))}" if names else "this server has no prompts"
+            raise MCPError(INVALID_PARAMS, f"unknown prompt {params.name[:64]!r} ({known})", data={"name": params.name[:64]})
         return await super()._handle_get_prompt(ctx, params)
 
 
