@@ -79,7 +79,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
         lifespan=lifespan,
         # The DNS-rebinding gate covers /mcp/* and the human channel; the trusted-proxy gate every X-hal0-Agent
         # header. Both read the live config, so a reload applies at once.
-        middleware=[Middleware(HostGate, config=lambda: services.config.mcp, routes=approvals.human_channel),
+        middleware=[Middleware(HostGate, config=lambda: services.config.mcp, port=loaded.config.server.port, routes=approvals.human_channel),
                     Middleware(identity.TrustedProxyGate, services=services)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, sqlite3.OperationalError: storage_error},
     )

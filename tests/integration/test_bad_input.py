@@ -145,7 +145,7 @@ def test_the_widest_64_bit_integers_are_kept(hal0: Server) -> None:
 @pytest.mark.parametrize("tag", ["evil\n", "ok\n", "a\nb", "x" * 64 + "\n"])
 def test_a_tag_with_a_newline_is_refused(hal0: Server, tag: str) -> None:
     error = _error(httpx.post(f"{hal0.url}/api/memory", json={"text": "x", "tags": [tag]}, headers={AGENT: "a"}))
-    assert error["param"] == "tags"
+    assert error["param"] in ("tags", "tags[0]")  # a tag over 64 characters is refused by the body's schema, naming the item
     assert _items(hal0) == []
 
 

@@ -125,3 +125,33 @@ def test_reads_stay_open_and_the_gate_follows_a_reload(lan: Server) -> None:
         time.sleep(0.05)
     assert httpx.post(url, headers={"Host": "hal0.lan:8080"}).status_code == 421
     assert httpx.post(url, headers={"Host": "box.lan", "Origin": "http://box.lan"}).json()["state"] == "denied"
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_another_local_service_cannot_decide(lan: Server, decision: str) -> None:
+    """Issue 29: `Origin: http://127.0.0.1:9` approved on a hal0 on another port. A loopback Origin is hal0's own
+    page only (http, the port it listens on); /mcp/* still takes local browser clients on any port."""
+    approval = _queue_forget_all(lan)
+    for origin in ("http://127.0.0.1:9", "http://localhost:3000", f"https://127.0.0.1:{lan.port}", "http://localhost",
+                   "http://[::1]:5173"):
+        response = httpx.post(f"{lan.url}/api/approvals/{approval}/{decision}", headers={"Origin": origin})
+        assert response.status_code == 403, (origin, response.text)
+        assert response.json()["error"]["code"] == "cross_origin" and origin in response.json()["error"]["message"]
+    assert _state(lan, approval) == "pending" and _items(lan) == 1
+    for origin in (f"http://localhost:{lan.port}", f"http://[::1]:{lan.port}"):  # hal0's own page, by any loopback name
+        assert httpx.post(f"{lan.url}/api/approvals/{approval}/{decision}", headers={"Origin": origin}).status_code in (200, 409)
+    assert _state(lan, approval) != "pending"
+
+
+def test_a_port_in_other_digits_is_refused_not_a_500(lan: Server) -> None:
+    """`localhost:²` passed str.isdigit() and broke int(): a 500 from the gate (issue 29). Header bytes are read
+    as latin-1, so the byte B2 is "²" (and B3, B9 are "³", "¹"); UTF-8 digits of other scripts are tried too."""
+    approval = _queue_forget_all(lan)
+    for raw in (b"localhost:\xb2", b"localhost:8\xb3\xb9", "localhost:\u0668\u0660".encode(), "localhost:\uff18".encode()):
+        for path in (f"/api/approvals/{approval}/approve", "/mcp/admin"):
+            host = httpx.post(f"{lan.url}{path}", headers=[(b"Host", raw)])
+            assert host.status_code == 421, (raw, path, host.text)
+            origin = httpx.post(f"{lan.url}{path}", headers=[(b"Origin", b"http://" + raw)])
+            assert origin.status_code == 403, (raw, path, origin.text)
+    assert _state(lan, approval) == "pending"
+    assert "Traceback" not in lan.log()

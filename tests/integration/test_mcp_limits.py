@@ -125,3 +125,20 @@ def test_a_real_client_works_within_the_caps(capped: Server) -> None:
         return names
 
     assert asyncio.run(run()) == ["a"] * 5
+
+
+def test_the_caps_say_when_a_slot_frees(start_server: Callable[..., Server]) -> None:
+    """Issue 29 §7: sessions a client never closes (a conformance run) held the per-agent cap, and the 429's
+    Retry-After (a tenth of the idle timeout) did not say when a slot frees. It is now the first expiry."""
+    server = start_server(mcp={"sessions": {"max_per_agent": 2, "max_total": 3, "idle_timeout_s": 4}})
+    assert [_open(server, "a").status_code for _ in range(2)] == [200, 200]
+    refused = _open(server, "a")
+    assert refused.status_code == 429
+    wait = int(refused.headers["Retry-After"])
+    assert 3 <= wait <= 4, wait  # the first session expires 4 s after its opening request ended
+    assert f"frees in {wait} s" in refused.json()["error"]["message"]
+    assert _open(server, "b").status_code == 200
+    full = _open(server, "c")
+    assert full.status_code == 503 and 1 <= int(full.headers["Retry-After"]) <= 4
+    time.sleep(wait + 0.5)  # no request meanwhile: the slot the header named is free
+    assert _open(server, "a").status_code == 200

@@ -118,3 +118,25 @@ def test_memory_server_is_404_when_memory_is_off(start_server, tmp_path: Path) -
             status = (await client.call_tool("status", {})).structured_content
             assert status["memory"] == {"enabled": False}
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_servers_advertise_what_they_have_and_refuse_what_they_do_not(hal0: Server, mode: str) -> None:
+    """Issue 29 §7, against the conformance suite: no `prompts` capability without prompts, prompts/get of an
+    unknown name is -32602 (it was code 0), and a cursor hal0 never issued is -32602 (it returned the whole list)."""
+    async def run(path: str) -> None:
+        async with mcp_client(f"{hal0.url}{path}", mode=mode) as client:
+            capabilities = client.server_capabilities
+            assert capabilities.prompts is None and capabilities.tools is not None and capabilities.resources is not None
+            with pytest.raises(MCPError) as unknown:
+                await client.get_prompt("no-such-prompt")
+            assert unknown.value.error.code == -32602 and "no-such-prompt" in unknown.value.error.message
+            for listing in (client.list_tools, client.list_resources, client.list_resource_templates, client.list_prompts):
+                with pytest.raises(MCPError) as bad:
+                    await listing(cursor="not-a-cursor", cache_mode="bypass")
+                assert bad.value.error.code == -32602 and "cursor" in bad.value.error.message, listing
+            assert (await client.list_tools()).tools  # without a cursor: the whole list
+            assert (await client.list_prompts(cache_mode="bypass")).prompts == []
+
+    for path in ("/mcp/admin", "/mcp/memory"):
+        asyncio.run(run(path))

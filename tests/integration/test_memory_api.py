@@ -89,7 +89,9 @@ def test_limits_and_bad_input(hal0: Server) -> None:
     assert client.get("/api/memory", params={"limit": "0"}).status_code == 400
     assert client.get("/api/memory", params={"limit": "many"}).status_code == 400
     assert client.get("/api/memory", params={"cursor": "garbage"}).json()["error"]["param"] == "cursor"
-    assert client.get("/api/memory", params={"q": "!!!"}).status_code == 400
+    # punctuation alone has no word to match: nothing found (issue 29: recall's schema takes any text), a long query is 400
+    assert client.get("/api/memory", params={"q": "!!!"}).json() == {"items": [], "next_cursor": None}
+    assert client.get("/api/memory", params={"q": "!" * 1001}).status_code == 400
 
 
 # -- isolation: an agent never sees or changes another namespace -----------------------------------

@@ -178,3 +178,84 @@ def test_every_door_gives_the_same_decision(hal0: Server, agent: str, tool: str,
         assert response.status_code == {"allow": 201, "refused": 403, "deny": 403, "ask": 202}.get(verdict, 201), response.text
         if verdict == "refused":
             assert response.json()["error"]["code"] == "tool_not_in_persona"
+
+
+# ---- issue 29 §4: the memory resource template and GET /api/approvals go through the door too ----
+
+DOOR_AGENTS = {
+    "default_agent": "guest",
+    "personas": [
+        {"id": "writer", "tools": ["memory:remember"]},  # may store, may not list
+        {"id": "denied", "tools": ["memory:*"]},  # listing denied by a rule
+        {"id": "metered", "tools": ["memory:*"], "limits": {"requests_per_minute": 4}},
+        {"id": "guest", "tools": ["memory:*"]},  # no admin:list_approvals
+        {"id": "ops", "tools": ["admin:list_approvals", "memory:*"]},
+    ],
+    "approvals": {"rules": [
+        {"match": {"agent": "denied", "tool": "memory:list"}, "decision": "deny", "reason": "no listing for denied"},
+        {"match": {"tool": "memory:remember"}, "decision": "allow", "reason": "own memory"},
+    ]},
+}
+
+
+@pytest.fixture
+def doors(start_server: Callable[..., Server], tmp_path: Path) -> Server:
+    agents = {**DOOR_AGENTS, "approvals": {**DOOR_AGENTS["approvals"], "path": str(tmp_path / "approvals.db")}}
+    return start_server(agents=agents, memory=memory_on(tmp_path))
+
+
+def _namespace(server: Server, agent: str, reads: int = 1) -> tuple[set[str], list[str]]:
+    """resources/templates/list as `agent`, then `reads` reads of its own hal0://memory/{agent}."""
+    async def run() -> tuple[set[str], list[str]]:
+        async with mcp_client(f"{server.url}/mcp/memory", agent=agent) as client:
+            templates = {item.uri_template for item in (await client.list_resource_templates()).resource_templates}
+            outcomes = []
+            for _ in range(reads):
+                try:
+                    outcomes.append((await client.read_resource(f"hal0://memory/{agent}")).contents[0].text)
+                except MCPError as error:
+                    outcomes.append(f"refused: {error}")
+            return templates, outcomes
+
+    return asyncio.run(run())
+
+
+def test_the_memory_resource_template_answers_like_memory_list(doors: Server) -> None:
+    for agent in ("writer", "denied", "metered", "guest"):
+        stored = httpx.post(f"{doors.url}/api/memory", json={"text": f"secret of {agent}"}, headers={"X-hal0-Agent": agent})
+        assert stored.status_code == 201, stored.text
+    for agent, status, why in (("writer", 403, "not in persona 'writer'"), ("denied", 403, "no listing for denied")):
+        rest = httpx.get(f"{doors.url}/api/memory", headers={"X-hal0-Agent": agent})
+        assert rest.status_code == status and why in rest.json()["error"]["message"], rest.text
+        templates, reads = _namespace(doors, agent)
+        assert templates == set(), agent  # not listed where memory:list may not run
+        assert reads[0].startswith("refused:") and "memory:list" in reads[0] and why in reads[0], reads
+        assert f"secret of {agent}" not in reads[0]
+
+    # the quota counts resource reads as calls of memory:list: remember + 1 list over REST, then 5 reads, 4 a minute
+    assert httpx.get(f"{doors.url}/api/memory", headers={"X-hal0-Agent": "metered"}).status_code == 200
+    templates, reads = _namespace(doors, "metered", reads=5)
+    assert templates == {"hal0://memory/{agent}"}
+    served = [text for text in reads if not text.startswith("refused:")]
+    assert len(served) == 2 and "secret of metered" in served[0], reads
+    assert all("requests_per_minute" in text for text in reads[2:]), reads
+    assert httpx.get(f"{doors.url}/api/memory", headers={"X-hal0-Agent": "metered"}).status_code == 429
+
+    # allowed: the caller's own namespace, as memory:list answers it
+    templates, reads = _namespace(doors, "guest")
+    assert templates == {"hal0://memory/{agent}"}
+    assert json.loads(reads[0]) == httpx.get(f"{doors.url}/api/memory", headers={"X-hal0-Agent": "guest"}).json()
+
+
+def test_get_api_approvals_asks_the_door_for_admin_list_approvals(doors: Server) -> None:
+    queued = httpx.delete(f"{doors.url}/api/memory", headers={"X-hal0-Agent": "guest"})  # forget_all: asks a human
+    assert queued.status_code == 202, queued.text
+    approval = queued.json()["approval_id"]
+    refused = httpx.get(f"{doors.url}/api/approvals", headers={"X-hal0-Agent": "guest"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "tool_not_in_persona" and "admin:list_approvals" in refused.json()["error"]["message"]
+    # its own approval's status_url stays readable: that is how an agent learns the outcome it asked for
+    assert httpx.get(f"{doors.url}/api/approvals/{approval}", headers={"X-hal0-Agent": "guest"}).json()["state"] == "pending"
+    # a persona with the tool lists its own; a human lists all
+    assert httpx.get(f"{doors.url}/api/approvals", headers={"X-hal0-Agent": "ops"}).json() == {"approvals": [], "pending": 0}
+    assert [item["id"] for item in httpx.get(f"{doors.url}/api/approvals").json()["approvals"]] == [approval]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hal0.config.models import McpConfig
-from hal0.mcp.policy import compile_policy, effective_hosts, effective_origins, split_host
+from hal0.mcp.policy import channel_origins, compile_policy, effective_hosts, effective_origins, split_host
 
 
 @pytest.mark.parametrize(
@@ -42,9 +42,27 @@ def test_explicit_origins_replace_derived_ones_but_keep_loopback():
     origins = effective_origins(config)
     assert "https://proxy.example" in origins and "http://hal0.lan" not in origins
     assert "http://localhost:*" in origins
-    policy = compile_policy(config)
+    policy = compile_policy(config, 8080)
     assert policy.origin_allowed("https://proxy.example")
     assert not policy.origin_allowed("http://hal0.lan")
+
+
+def test_the_human_channel_takes_loopback_only_as_hal0s_own_page():
+    config = McpConfig(allowed_hosts=("hal0.lan:8080", "box.lan:*"))
+    assert channel_origins(config, 8080)[:3] == ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]
+    policy = compile_policy(config, 8080)
+    for origin in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080", "http://hal0.lan:8080", "https://box.lan:9"):
+        assert policy.origin_allowed(origin, channel=True), origin
+    # another local service's page (another port, https, no port) may use /mcp/* but never decide
+    for origin in ("http://127.0.0.1:9", "http://localhost", "https://localhost:8080", "http://[::1]:3000"):
+        assert policy.origin_allowed(origin) and not policy.origin_allowed(origin, channel=True), origin
+    assert compile_policy(McpConfig(), 80).origin_allowed("http://localhost", channel=True)  # the browser omits :80
+    assert channel_origins(McpConfig(allowed_origins=("*",)), 8080) == ["*"]
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0668\u0660", "８０", "1" * 5000, "99999", "-1"])
+def test_a_port_is_ascii_digits(port):
+    assert split_host(f"localhost:{port}", wildcard=False) is None
 
 
 @pytest.mark.parametrize("entries", [("http://x",), ("x/y",), ("*", "x"), ("x:99999",), ("x:abc",)])

@@ -17,10 +17,11 @@ from starlette.routing import Route
 from hal0.agents import AGENT_HEADER
 from hal0.agents.approvals import STATES, TransitionError
 from hal0.api.body import ascii_int, parse_json
-from hal0.api.errors import ApiError, bad_request
+from hal0.api.errors import ApiError, bad_request, refused
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
-from hal0.tools.gated import decide_approval
+from hal0.tools import ToolContext, tool
+from hal0.tools.gated import ToolRefusedError, call_tool, decide_approval
 
 log = logging.getLogger("hal0.approvals")
 
@@ -47,15 +48,24 @@ def _caller_agent(request: Request) -> str | None:
 
 
 async def list_approvals(request: Request) -> JSONResponse:
-    store = services_of(request).approvals
+    services = services_of(request)
     state = request.query_params.get("state") or None
     if state is not None and state not in STATES:
         raise bad_request(f"state must be one of {', '.join(STATES)}, got {state!r}", param="state")
+    limit = _limit(request)
     caller = _caller_agent(request)
-    agent = caller or request.query_params.get("agent") or None
-    items = store.list(state=state, agent=agent, limit=_limit(request))
-    # An agent counts only its own pending approvals (admin:list_approvals answers the same).
-    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count(agent=caller)})
+    if caller is not None:
+        # An agent lists its own approvals by calling admin:list_approvals through the policy door (its
+        # persona's tools, the rules, its quota), the same call as over MCP. Its own approval's status_url
+        # (GET /api/approvals/{id}) stays readable: that is how it learns the outcome of what it asked.
+        try:
+            result = await call_tool(tool("admin:list_approvals"), ToolContext(services, caller), {"state": state, "limit": limit})
+        except ToolRefusedError as error:
+            raise refused(str(error), error.code, error.retry_after) from None
+        return JSONResponse(result)
+    store = services.approvals
+    items = store.list(state=state, agent=request.query_params.get("agent") or None, limit=limit)
+    return JSONResponse({"approvals": [item.as_dict() for item in items], "pending": store.pending_count(agent=None)})
 
 
 def _found(request: Request) -> Any:
@@ -81,7 +91,7 @@ async def _decide(request: Request, approve: bool) -> JSONResponse:
     # Host and Origin were checked before this runs: these routes are behind the DNS-rebinding gate
     # (hal0.mcp.gate.HostGate, see `human_channel`), which a same-host comparison could not replace.
     services = services_of(request)
-    body = await parse_json(request, DecisionBody, services.config.server.max_body_bytes) if await request.body() else DecisionBody()
+    body = await parse_json(request, DecisionBody, services.config.server.max_body_bytes, optional=True)
     by = body.by or request.headers.get("x-forwarded-user") or request.headers.get("x-remote-user") or "operator"
     approval = _found(request)
     try:

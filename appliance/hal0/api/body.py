@@ -113,10 +113,13 @@ def ascii_int(value: str) -> int | None:
     return int(value) if len(value) <= 18 and _DIGITS.fullmatch(value) else None
 
 
-async def parse_json(request: Request, model: type[Model], limit: int) -> Model:
-    """Parse the body as `model`; 400 naming the first bad field."""
+async def parse_json(request: Request, model: type[Model], limit: int, *, optional: bool = False) -> Model:
+    """Parse the body as `model`; 400 naming the first bad field. With `optional`, an empty body is
+    the model's defaults. The body is read within `limit` either way (413 past it)."""
     raw = await read_body(request, limit)
     if not raw.strip():
+        if optional:
+            return model()
         raise bad_request("request body is empty; expected a JSON object", code="invalid_json")
     data = decode_json(raw)
     if not isinstance(data, dict):

@@ -55,6 +55,14 @@ def rate_limited(message: str, retry_after: int, quota: str) -> ApiError:
     return ApiError(429, message, type=kind, code="rate_limit_exceeded", headers={"Retry-After": str(retry_after)})
 
 
+def refused(message: str, code: str, retry_after: int | None = None) -> ApiError:
+    """A tool call the policy door refused, as REST says it: 429 for a quota (with Retry-After) or for too
+    many calls waiting on a human (come back later), else 403 naming the rule."""
+    if retry_after is not None:
+        return rate_limited(message, retry_after, "requests_per_minute")
+    return ApiError(429 if code == "too_many_pending" else 403, message, code=code)
+
+
 def unavailable(message: str, retry_after: int = 5) -> ApiError:
     return ApiError(503, message, type="server_error", code="model_unavailable", headers={"Retry-After": str(retry_after)})
 

@@ -14,25 +14,26 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hal0.api.body import ascii_int, parse_json
-from hal0.api.errors import ApiError, bad_request, rate_limited
+from hal0.api.errors import ApiError, bad_request, refused
 from hal0.api.generation import services_of
 from hal0.api.identity import agent_of
 from hal0.memory import InvalidInputError, ItemNotFoundError, LimitExceededError, MemoryDisabledError
 from hal0.tools import ToolContext, tool
 from hal0.tools.gated import ToolRefusedError, call_tool
+from hal0.tools.memory import NewText, Tags, Text
 
 
 class AddBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str
-    tags: list[str] | None = None
+    text: Text  # the remember tool's own argument types: REST's schema says what MCP's does
+    tags: Tags = None
     metadata: dict[str, Any] | None = None
 
 
 class PatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str | None = None
-    tags: list[str] | None = None
+    text: NewText = None
+    tags: Tags = None
     metadata: dict[str, Any] | None = Field(None, description="A new object replaces the metadata; null removes it.")
 
 
@@ -52,11 +53,7 @@ async def _run(name: str, call: ToolContext, arguments: dict[str, Any]) -> dict[
     try:
         return await call_tool(tool(f"memory:{name}"), call, arguments)
     except ToolRefusedError as error:
-        if error.retry_after is not None:
-            raise rate_limited(str(error), error.retry_after, "requests_per_minute") from None
-        # Too many calls waiting for a human is a "come back later", not a policy refusal.
-        status = 429 if error.code == "too_many_pending" else 403
-        raise ApiError(status, str(error), code=error.code) from None
+        raise refused(str(error), error.code, error.retry_after) from None
     except MemoryDisabledError:
         raise _disabled() from None
     except InvalidInputError as error:

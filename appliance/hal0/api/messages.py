@@ -24,6 +24,7 @@ from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import chat_task
 from hal0.inference import Event, Finish, ModelUnavailable, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
+from hal0.inference.text import well_formed
 
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
@@ -290,9 +291,22 @@ class MessageEvents:
             return [self._event("content_block_delta", index=index, delta={"type": "signature_delta", "signature": ""}),
                     self._event("content_block_stop", index=index)]
         if block["type"] == "tool_use":
-            arguments = self._arguments.get(index, "")
-            block["input"] = json.loads(arguments) if arguments.strip() else {}  # grammar-constrained: valid JSON
+            block["input"] = tool_input(self._arguments.get(index, ""))
         return [self._event("content_block_stop", index=index)]
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """A tool_use block's input from the call's JSON text. The grammar makes a finished call an object,
+    but max_tokens can cut one inside its arguments: that call's input is {} (its partial JSON went out
+    as input_json_delta, and stop_reason `max_tokens` says it was cut), never half an object to act on.
+    A lone surrogate escape the model wrote is U+FFFD, which the response can encode."""
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return json.loads(well_formed(json.dumps(value, ensure_ascii=False)))
 
 
 # ---- errors in Anthropic's shape ----------------------------------------------------------------

@@ -139,15 +139,18 @@ class McpSessions(_Section):
 
     max_total: int = Field(
         256, ge=1, le=10000,
-        description="Open sessions over /mcp/admin and /mcp/memory together; one more is refused (503 + Retry-After).",
+        description="Open sessions over /mcp/admin and /mcp/memory together; one more is refused (503, Retry-After: the seconds "
+        "until the first open session expires if left idle).",
     )
     max_per_agent: int = Field(
         64, ge=1, le=10000,
-        description="Open sessions one agent id (X-hal0-Agent) may hold; one more is refused (429 + Retry-After).",
+        description="Open sessions one agent id (X-hal0-Agent) may hold; one more is refused (429, Retry-After: the seconds "
+        "until the first of that agent's sessions expires if left idle).",
     )
     idle_timeout_s: float = Field(
         600, ge=1, le=86400,
-        description="A session with no request in flight (and no open stream) for this long is closed; its client "
+        description="A session with no request in flight (and no open stream) for this long is closed, and its slot under "
+        "max_per_agent and max_total is free; a client that never closes its sessions holds them this long. Its client "
         "re-initializes. Applies to sessions opened after a reload.",
     )
 

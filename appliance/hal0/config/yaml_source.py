@@ -89,7 +89,10 @@ class _Builder:
                 if not isinstance(key_node, yaml.ScalarNode):  # never build a collection just to refuse it as a key
                     self.issues.append(self._issue(key_node, path, "keys must be strings, got a collection"))
                     continue
-                key = self._constructor.construct_object(key_node, deep=True)
+                known = len(self.issues)
+                key = self._scalar(key_node, path)
+                if len(self.issues) > known:
+                    continue  # the key itself could not be read; that issue says why
                 if not isinstance(key, str):
                     self.issues.append(self._issue(key_node, path, f"keys must be strings, got {key!r}"))
                     continue
@@ -105,11 +108,29 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        return self._constructor.construct_object(node, deep=True)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+        """The value of one scalar, or None with an issue at its line when PyYAML cannot make one: an
+        impossible date (2024-02-30), an integer longer than Python converts (4300 digits), bad base64."""
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (ValueError, OverflowError, yaml.YAMLError) as error:
+            self.issues.append(self._issue(node, path, f"cannot read this value: {_why(node, error)}"))
+            return None
 
     def _issue(self, node: yaml.Node, path: Path, message: str) -> ConfigIssue:
         position = _mark(node)
         return ConfigIssue(self.source, position.line, position.column, path, message)
+
+
+def _why(node: yaml.Node, error: Exception) -> str:
+    """What is wrong with a scalar PyYAML could not construct, in the operator's terms rather than Python's."""
+    if node.tag == "tag:yaml.org,2002:int":
+        return f"an integer of {len(str(node.value))} characters, longer than any setting takes"
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        return f"{node.value!r} looks like a date or time but is not a valid one ({error}); quote it to mean text"
+    return str(getattr(error, "problem", None) or error)
 
 
 def parse_yaml(text: str, source: str) -> tuple[YamlDocument, list[ConfigIssue]]:

@@ -15,7 +15,7 @@ from hal0.config import LoadedConfig
 from hal0.config.loader import ENV_ALLOWED_HOSTS, ENV_ALLOWED_ORIGINS
 from hal0.mcp.mount import ADMIN_PATH, MEMORY_PATH, McpMounts
 from hal0.mcp.policy import LOOPBACK, effective_hosts, effective_origins
-from hal0.mcp.servers import MIRRORS, annotations_of
+from hal0.mcp.servers import annotations_of, mirrored_tool
 from hal0.services import Services
 from hal0.tools import Server, ToolContext, tool, tools_of
 from hal0.tools.gated import decision_for
@@ -91,8 +91,8 @@ def tool_rows(server: Server, services: Services, agent: str) -> list[dict[str, 
 
 
 def _resource_shown(uri: str, call: ToolContext) -> bool:
-    """A resource mirroring a tool is shown only where that tool is allowed (as resources/list does)."""
-    mirrored = MIRRORS.get(uri)
+    """A resource or template mirroring a tool is shown only where that tool is allowed (as resources/list does)."""
+    mirrored = mirrored_tool(uri)
     return mirrored is None or decision_for(tool(mirrored), call).verdict == "allow"
 
 
@@ -101,7 +101,7 @@ async def resource_rows(mcp: McpMounts, server: Server, call: ToolContext) -> li
     rows = [{"uri": str(item.uri), "name": item.name, "description": item.description or "", "mime_type": item.mime_type or ""}
             for item in await mounted.list_resources() if _resource_shown(str(item.uri), call)]
     rows += [{"uri": item.uri_template, "name": item.name, "description": item.description or "", "mime_type": item.mime_type or ""}
-             for item in await mounted.list_resource_templates()]
+             for item in await mounted.list_resource_templates() if _resource_shown(item.uri_template, call)]
     return rows
 
 

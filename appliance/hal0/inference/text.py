@@ -48,3 +48,11 @@ def _overlap(text: str, stop: str) -> int:
         if text.endswith(stop[:size]):
             return size
     return 0
+
+
+def well_formed(text: str) -> str:
+    """`text` with every lone surrogate (a half of a UTF-16 pair, which JSON's \\udXXX escapes can name
+    but UTF-8 cannot encode) replaced by U+FFFD, so the response encoder can always send it."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

@@ -19,6 +19,7 @@ from typing import Any
 
 from hal0.inference.constraint import Grammar, embedded_schema, lark_grammar, schema_grammar
 from hal0.inference.task import InvalidTask, JsonOutput, Task, TextDelta, Tool, ToolCallDelta
+from hal0.inference.text import well_formed
 
 _CALLS = '{"tool_calls":['
 _CONTENT = '{"content":'
@@ -55,10 +56,12 @@ def _plain(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _arguments(raw: Any) -> Any:
+    """A call's arguments as JSON values when its text parses, else the text as sent back: a client's
+    arguments may be anything (50,000 `[` exhaust the recursion limit, 5,000 digits exceed int())."""
     if isinstance(raw, str):
         try:
             return json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return raw
     return raw
 
@@ -170,23 +173,49 @@ class ReplyParser:
     def _content(self, char: str) -> Iterator[TextDelta]:
         if self._pending or char == "\\":
             self._pending += char
-            if _complete_escape(self._pending):
-                yield TextDelta(json.loads(f'"{self._pending}"'))
-                self._pending = ""
+            end = _complete_escape(self._pending)
+            if end:
+                yield TextDelta(_unescape(self._pending[:end]))
+                rest, self._pending = self._pending[end:], ""
+                for later in rest:  # what followed a lone high surrogate is read on its own
+                    yield from self._content(later)
         elif char == '"':
             self._mode = "done"
         else:
             yield TextDelta(char)
 
 
-def _complete_escape(sequence: str) -> bool:
+def _hex(text: str) -> int | None:
+    return int(text, 16) if len(text) == 4 and all(c in "0123456789abcdefABCDEF" for c in text) else None
+
+
+def _complete_escape(sequence: str) -> int:
+    """The length of the complete escape `sequence` starts with, or 0 while it needs more characters.
+    A high surrogate waits for its low half; followed by anything else it is an escape of its own."""
     if len(sequence) < 2:
-        return False
+        return 0
     if sequence[1] != "u":
-        return True
+        return 2
     if len(sequence) < 6:
-        return False
-    code = int(sequence[2:6], 16)
-    if 0xD800 <= code <= 0xDBFF:  # a high surrogate waits for its low half
-        return len(sequence) >= 12
-    return True
+        return 0
+    code = _hex(sequence[2:6])
+    if code is None or not 0xD800 <= code <= 0xDBFF:
+        return 6
+    for at, expected in ((6, "\\"), (7, "u")):
+        if len(sequence) == at:
+            return 0
+        if sequence[at] != expected:
+            return 6
+    if len(sequence) < 12:
+        return 0
+    low = _hex(sequence[8:12])
+    return 12 if low is not None and 0xDC00 <= low <= 0xDFFF else 6
+
+
+def _unescape(sequence: str) -> str:
+    """One JSON escape as text; a lone surrogate (`\\udc80`, which a logit_bias can steer a model to)
+    becomes U+FFFD, since no response can encode it."""
+    try:
+        return well_formed(json.loads(f'"{sequence}"'))
+    except ValueError:
+        return well_formed(sequence)

@@ -30,9 +30,10 @@ PREFIX = "/mcp"
 
 
 class HostGate:
-    def __init__(self, app: ASGIApp, config: Callable[[], McpConfig], routes: Sequence[BaseRoute] = ()) -> None:
+    def __init__(self, app: ASGIApp, config: Callable[[], McpConfig], port: int, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self._config = config
+        self._port = port  # the port hal0 listens on (a reload cannot change it): the human channel's own origin
         self._routes = tuple(routes)
         self._cached: tuple[McpConfig, GatePolicy] | None = None
 
@@ -40,7 +41,7 @@ class HostGate:
         config = self._config()
         # Configs are frozen and swapped whole on reload, so identity tells when to recompile.
         if self._cached is None or self._cached[0] is not config:
-            self._cached = (config, compile_policy(config))
+            self._cached = (config, compile_policy(config, self._port))
         return self._cached[1]
 
     def _guarded(self, scope: Scope) -> str | None:
@@ -66,10 +67,10 @@ class HostGate:
             response = PlainTextResponse("Invalid Host header", status_code=421) if surface == "mcp" else error_response(ApiError(
                 421, f"Invalid Host header {host!r}: this route changes state and accepts only the names hal0 is served by "
                 "(loopback and mcp.allowed_hosts), against DNS rebinding", param="Host", code="invalid_host"))
-        elif not policy.origin_allowed(origin):
+        elif not policy.origin_allowed(origin, channel=surface == "api"):
             response = PlainTextResponse("Invalid Origin header", status_code=403) if surface == "mcp" else error_response(ApiError(
-                403, f"cross-origin request refused: Origin {origin!r} is not an allowed origin (scheme, host and port of "
-                "loopback or mcp.allowed_hosts, or mcp.allowed_origins)", param="Origin", code="cross_origin"))
+                403, f"cross-origin request refused: Origin {origin!r} is not an allowed origin (scheme, host and port: hal0's own "
+                "page on loopback, or of mcp.allowed_hosts, or mcp.allowed_origins)", param="Origin", code="cross_origin"))
         else:
             await self.app(scope, receive, send)
             return

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -117,8 +118,7 @@ class _Endpoint:
         refusal = self.table.reserve(agent, sessions)
         if refusal is not None:
             self.services.metrics.mcp_sessions_refused.labels(refusal.reason).inc()
-            retry = str(max(1, int(sessions.idle_timeout_s // 10)))
-            await _jsonrpc_error(refusal.status, refusal.message, {"Retry-After": retry})(scope, receive, send)
+            await _jsonrpc_error(refusal.status, refusal.message, {"Retry-After": str(refusal.retry_after)})(scope, receive, send)
             return
         self.manager.session_idle_timeout = sessions.idle_timeout_s  # the live value, read by the SDK at admission
         opened: str | None = None
@@ -168,6 +168,19 @@ class McpMounts:
             live.update(table)
         return live
 
+    def expires_in(self, session_id: str) -> float | None:
+        """Seconds until the SDK closes this session if it stays idle: inf while a request of it is in
+        flight, None where the SDK hides it. Read defensively, like `sessions`: the SDK documents the
+        transport's `idle_scope` (cancelled at its deadline) but keeps its session table private."""
+        for manager in self._managers:
+            table = getattr(manager, "_server_instances", None)
+            transport = table.get(session_id) if isinstance(table, dict) else None
+            scope = getattr(transport, "idle_scope", None)
+            deadline = getattr(scope, "deadline", None)
+            if isinstance(deadline, int | float):
+                return max(0.0, deadline - anyio.current_time())
+        return None
+
     @asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -181,7 +194,8 @@ def build_mcp(services: Services) -> McpMounts:
     sessions = services.config.mcp.sessions
     admin_manager, memory_manager = _session_manager(admin, sessions), _session_manager(memory, sessions)
     mounts: McpMounts
-    table = SessionTable(lambda: mounts.live_sessions())  # one table: the caps count both servers together
+    # one table: the caps count both servers together
+    table = SessionTable(lambda: mounts.live_sessions(), lambda session_id: mounts.expires_in(session_id))
     routes = [
         Route(ADMIN_PATH, _Endpoint(admin_manager, services, table, memory=False)),
         # Always routed, answering 404 while disabled: a reload can then enable memory without a

@@ -26,7 +26,8 @@ class GatePolicy:
     open: bool
     hosts: frozenset[HostPort]
     any_origin: bool
-    origins: dict[str, frozenset[HostPort]]  # by scheme
+    origins: dict[str, frozenset[HostPort]]  # by scheme: /mcp/*
+    channel_origins: dict[str, frozenset[HostPort]]  # by scheme: the human channel (loopback at hal0's own port only)
 
     def host_allowed(self, header: str | None) -> bool:
         if self.open:
@@ -34,7 +35,8 @@ class GatePolicy:
         parsed = split_host(header or "", wildcard=False)
         return parsed is not None and _matches(parsed, self.hosts)
 
-    def origin_allowed(self, header: str | None) -> bool:
+    def origin_allowed(self, header: str | None, *, channel: bool = False) -> bool:
+        """Whether a request with this Origin may pass: /mcp/*, or with `channel` the human channel."""
         # No Origin: not a cross-site browser request (curl, SDK clients), nothing to defend.
         if self.open or header is None or self.any_origin:
             return True
@@ -42,8 +44,8 @@ class GatePolicy:
         parsed = split_host(rest, wildcard=False) if sep else None
         if parsed is None:
             return False
-        scheme = scheme.lower()
-        return _matches(parsed, self.origins.get(scheme, frozenset()))
+        allowed = self.channel_origins if channel else self.origins
+        return _matches(parsed, allowed.get(scheme.lower(), frozenset()))
 
 
 def split_host(value: str, *, wildcard: bool = True) -> HostPort | None:
@@ -68,7 +70,8 @@ def split_host(value: str, *, wildcard: bool = True) -> HostPort | None:
         port = port_text if sep else None
     if port == "*" and wildcard:
         return host, port
-    if port is not None and not (port.isdigit() and 0 < int(port) <= 65535):
+    # ASCII digits only: str.isdigit() also takes "²" and Arabic-Indic digits, which are no port (and int() refuses "²").
+    if port is not None and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) <= 65535):
         return None
     return (host, port) if host else None
 
@@ -94,17 +97,39 @@ def effective_origins(config: McpConfig) -> list[str]:
     return loopback + [origin for origin in added if origin not in loopback]
 
 
-def compile_policy(config: McpConfig) -> GatePolicy:
-    hosts = {split_host(entry) for entry in effective_hosts(config) if entry != "*"}
-    origins: dict[str, set[HostPort]] = {}
-    for origin in effective_origins(config):
+def channel_origins(config: McpConfig, port: int) -> list[str]:
+    """The Origin allowlist of the human channel (approve/deny): exactly the pages allowed to decide.
+    Loopback only as hal0's own pages (http, the port it listens on): a page served by any other local
+    service, on another port, must not approve. Added origins are as on /mcp/*."""
+    if config.allowed_hosts == ("*",) or config.allowed_origins == ("*",):
+        return ["*"]
+    suffix = "" if port == 80 else f":{port}"  # a browser leaves the default port out of an Origin
+    own = [f"http://{host}{suffix}" for host in LOOPBACK]
+    return own + [origin for origin in effective_origins(config) if not _is_loopback_origin(origin) and origin not in own]
+
+
+def _is_loopback_origin(origin: str) -> bool:
+    parsed = split_host(origin.partition("://")[2])
+    return parsed is not None and parsed[0] in LOOPBACK
+
+
+def _by_scheme(origins: list[str]) -> dict[str, frozenset[HostPort]]:
+    table: dict[str, set[HostPort]] = {}
+    for origin in origins:
         scheme, _, rest = origin.partition("://")
         parsed = split_host(rest)
         if parsed is not None:
-            origins.setdefault(scheme.lower(), set()).add(parsed)
+            table.setdefault(scheme.lower(), set()).add(parsed)
+    return {scheme: frozenset(entries) for scheme, entries in table.items()}
+
+
+def compile_policy(config: McpConfig, port: int) -> GatePolicy:
+    """The gate for a hal0 listening on `port` (the human channel's own origin)."""
+    hosts = {split_host(entry) for entry in effective_hosts(config) if entry != "*"}
     return GatePolicy(
         open=config.allowed_hosts == ("*",),
         hosts=frozenset(entry for entry in hosts if entry is not None),
         any_origin=effective_origins(config) == ["*"],
-        origins={scheme: frozenset(entries) for scheme, entries in origins.items()},
+        origins=_by_scheme(effective_origins(config)),
+        channel_origins=_by_scheme(channel_origins(config, port)),
     )

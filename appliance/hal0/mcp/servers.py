@@ -17,21 +17,48 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, ListResourcesResult, ListToolsResult, ToolAnnotations
+from mcp_types import (
+    INVALID_PARAMS,
+    ListPromptsResult,
+    ListResourcesResult,
+    ListResourceTemplatesResult,
+    ListToolsResult,
+    ToolAnnotations,
+)
 
 from hal0.agents import AGENT_HEADER, InvalidAgentIdError, UntrustedPeerError, identify
 from hal0.memory import MemoryDisabledError, MemoryStoreError
 from hal0.services import Services
 from hal0.tools import Server, ToolContext, ToolFailedError, ToolSpec, invoke, tool, tools_of
 from hal0.tools.gated import call_tool, decision_for
-from hal0.tools.policy import Decision
+from hal0.tools.policy import Decision, evaluate
 
 _EXPECTED = (ToolFailedError, MemoryStoreError, MemoryDisabledError)
 
-# A resource is governed by the tool it mirrors: listed and readable only where that tool may run.
-MIRRORS = {"hal0://status": "admin:status", "hal0://config": "admin:get_config"}
+# A resource (or resource template) is governed by the tool it mirrors: listed only where that tool
+# may run, and read only through the policy door as a call of that tool (persona, rules, quotas).
+MIRRORS = {"hal0://status": "admin:status", "hal0://config": "admin:get_config", "hal0://memory/{agent}": "memory:list"}
 # The SDK hands static resources no request context; the read handler puts the caller here.
 _reader: ContextVar[str] = ContextVar("hal0_resource_reader")
+
+
+def mirrored_tool(uri: str) -> str | None:
+    """The tool a resource URI mirrors: an exact entry of MIRRORS, or a template's one `{name}` segment."""
+    if uri in MIRRORS:
+        return MIRRORS[uri]
+    for pattern, name in MIRRORS.items():
+        prefix, brace, rest = pattern.partition("{")
+        if brace and rest.endswith("}") and uri.startswith(prefix) and uri[len(prefix):] and "/" not in uri[len(prefix):]:
+            return name
+    return None
+
+
+def _no_cursor(method: str, params: Any) -> None:
+    """hal0's lists are short and sent whole, so it never hands out a cursor: any cursor is invalid (-32602)."""
+    cursor = getattr(params, "cursor", None)
+    if cursor is not None:
+        raise MCPError(INVALID_PARAMS, f"{method}: invalid cursor {cursor[:64]!r}; this server sends every list whole and "
+                       "never issues a cursor")
 
 
 def agent_of(ctx: Context, services: Services) -> str:
@@ -100,6 +127,7 @@ class GatedMCPServer(MCPServer):
         super().__init__(*args, **kwargs)
 
     async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        _no_cursor("tools/list", params)
         context = Context(request_context=ctx, mcp_server=self)
         call = ToolContext(services=self._hal0_services, agent=agent_of(context, self._hal0_services))
         specs = {spec.name: spec for spec in tools_of(self._hal0_server)}
@@ -113,30 +141,72 @@ class GatedMCPServer(MCPServer):
         return ListToolsResult(tools=shown)
 
     def _mirror_decision(self, uri: str, agent: str) -> Decision | None:
-        name = MIRRORS.get(uri)
+        """What the policy says of `agent` seeing the resource (no quota counted: a question, not a call)."""
+        name = mirrored_tool(uri)
         return None if name is None else decision_for(tool(name), ToolContext(self._hal0_services, agent))
 
+    def _shown(self, uri: str, agent: str) -> bool:
+        decision = self._mirror_decision(uri, agent)
+        return decision is None or decision.verdict == "allow"
+
     async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
+        _no_cursor("resources/list", params)
         agent = agent_of(Context(request_context=ctx, mcp_server=self), self._hal0_services)
-        shown = []
-        for resource in await self.list_resources():
-            decision = self._mirror_decision(str(resource.uri), agent)
-            if decision is None or decision.verdict == "allow":
-                shown.append(resource)
-        return ListResourcesResult(resources=shown)
+        return ListResourcesResult(resources=[item for item in await self.list_resources() if self._shown(str(item.uri), agent)])
+
+    async def _handle_list_resource_templates(self, ctx: Any, params: Any) -> ListResourceTemplatesResult:
+        _no_cursor("resources/templates/list", params)
+        agent = agent_of(Context(request_context=ctx, mcp_server=self), self._hal0_services)
+        templates = [item for item in await self.list_resource_templates() if self._shown(item.uri_template, agent)]
+        return ListResourceTemplatesResult(resource_templates=templates)
 
     async def _handle_read_resource(self, ctx: Any, params: Any) -> Any:
         agent = agent_of(Context(request_context=ctx, mcp_server=self), self._hal0_services)
-        decision = self._mirror_decision(str(params.uri), agent)
-        if decision is not None and decision.verdict != "allow":
-            # A read cannot wait for a human: `ask` is refused too, pointing at the tool that can queue it.
-            why = decision.message if decision.verdict != "ask" else f"{decision.tool} needs a human's approval ({decision.reason}); call the tool"
-            raise MCPError(INVALID_PARAMS, f"resource {params.uri} mirrors {decision.tool}: {why}", data={"uri": str(params.uri)})
+        uri = str(params.uri)
+        name = mirrored_tool(uri)
+        if name is not None:
+            # The one policy door, as for a call of the mirrored tool: persona, rules, and the quota it counts.
+            decision = evaluate(self._hal0_services.config.agents, agent, tool(name), {}, quotas=self._hal0_services.quotas)
+            if decision.verdict != "allow":
+                # A read cannot wait for a human: `ask` is refused too, pointing at the tool that can queue it.
+                why = decision.message if decision.verdict != "ask" else f"{decision.tool} needs a human's approval ({decision.reason}); call the tool"
+                data: dict[str, Any] = {"uri": uri, "code": decision.code}
+                if decision.retry_after is not None:
+                    data["retry_after"] = decision.retry_after
+                raise MCPError(INVALID_PARAMS, f"resource {uri} mirrors {decision.tool}: {why}", data=data)
         token = _reader.set(agent)
         try:
             return await super()._handle_read_resource(ctx, params)
         finally:
             _reader.reset(token)
+
+    async def _handle_list_prompts(self, ctx: Any, params: Any) -> ListPromptsResult:
+        _no_cursor("prompts/list", params)
+        return await super()._handle_list_prompts(ctx, params)
+
+    async def _handle_get_prompt(self, ctx: Any, params: Any) -> Any:
+        names = {prompt.name for prompt in await self.list_prompts()}
+        if params.name not in names:
+            # The spec's code for an unknown prompt (the SDK's own answer is a bare ValueError, code 0).
+            known = f"one of {', '.join(sorted(names))}" if names else "this server has no prompts"
+            raise MCPError(INVALID_PARAMS, f"unknown prompt {params.name[:64]!r} ({known})", data={"name": params.name[:64]})
+        return await super()._handle_get_prompt(ctx, params)
+
+
+class _Capabilities:
+    """SDK middleware: the capabilities a server advertises say what it has. The SDK advertises
+    `prompts` for every MCPServer; hal0's servers have none, so the handshake leaves it out."""
+
+    def __init__(self, server: MCPServer) -> None:
+        self._server = server
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        result = await call_next(ctx)
+        if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
+            capabilities = result.get("capabilities")
+            if isinstance(capabilities, dict) and not await self._server.list_prompts():
+                capabilities.pop("prompts", None)
+        return result
 
 
 def build_server(server: Server, services: Services, instructions: str) -> MCPServer:
@@ -149,6 +219,7 @@ def build_server(server: Server, services: Services, instructions: str) -> MCPSe
     for spec in tools_of(server):
         mcp.add_tool(_handler(spec, services), name=spec.name, title=spec.title,
                      description=spec.description, annotations=annotations_of(spec))
+    mcp.middleware.append(_Capabilities(mcp))
     return mcp
 
 
@@ -181,8 +252,9 @@ def build_memory(services: Services) -> MCPServer:
     mcp = build_server("memory", services, "Your own memory on this hal0 box, keyed by your X-hal0-Agent id.")
 
     @mcp.resource("hal0://memory/{agent}", name="namespace", mime_type="application/json",
-                  description="The newest items of a memory namespace; readable only by that agent.")
+                  description="The newest items of a memory namespace; readable only by that agent, where its memory:list may run.")
     async def namespace_resource(agent: str, ctx: Context) -> str:
+        # The policy door (memory:list, quotas counted) was passed in GatedMCPServer._handle_read_resource.
         caller = agent_of(ctx, services)
         if agent != caller:
             # The same refusal whether or not that namespace exists: ids leak nothing.

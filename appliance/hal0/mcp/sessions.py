@@ -9,6 +9,7 @@ the SDK has ended (client DELETE, idle expiry, a failed opening) are pruned agai
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ class Refusal:
     status: int
     reason: str  # the metric label: "per_agent" or "total"
     message: str
+    retry_after: int  # seconds until the first of the sessions that count against the cap expires, if left idle
 
 
 class SessionTable:
-    def __init__(self, live: Callable[[], set[str] | None]) -> None:
+    def __init__(self, live: Callable[[], set[str] | None], expires_in: Callable[[str], float | None] = lambda _sid: None) -> None:
         self._live = live  # the session ids the SDK still serves (None: it hides them)
+        # seconds until the SDK closes an idle session (inf while a request of it is in flight; None: unknown)
+        self._expires_in = expires_in
         self._owners: dict[str, str] = {}  # session id -> agent
         self._opening: Counter[str] = Counter()  # agent -> openings in flight
 
@@ -46,16 +50,33 @@ class SessionTable:
         self._prune()
         return len(self._owners) + sum(self._opening.values())
 
+    def frees_in(self, caps: McpSessions, agent: str | None = None) -> int:
+        """Seconds until a slot frees on its own: the first expiry among the sessions (of `agent`, or all)
+        if no request comes for them meanwhile. A session with a request in flight (an open stream) can
+        only expire a whole idle timeout after it ends, and so can one the SDK tells nothing of."""
+        self._prune()
+        waits = [caps.idle_timeout_s]
+        for session_id, owner in self._owners.items():
+            if agent is None or owner == agent:
+                remaining = self._expires_in(session_id)
+                if remaining is not None:
+                    waits.append(min(remaining, caps.idle_timeout_s))
+        return max(1, math.ceil(min(waits)))
+
     def reserve(self, agent: str, caps: McpSessions) -> Refusal | None:
-        """Reserve room for one more session of `agent`, or say which cap refuses it. No await runs
-        between the check and the reservation, so two openings on the event loop cannot both win."""
+        """Reserve room for one more session of `agent`, or say which cap refuses it and when a slot frees.
+        No await runs between the check and the reservation, so two openings on the event loop cannot both win."""
         if self.total() >= caps.max_total:
-            return Refusal(503, "total", f"{caps.max_total} MCP sessions are open, the limit (mcp.sessions.max_total); "
-                           "retry later, or close unused sessions (HTTP DELETE with Mcp-Session-Id)")
+            wait = self.frees_in(caps)
+            return Refusal(503, "total", f"{caps.max_total} MCP sessions are open, the limit (mcp.sessions.max_total); the first "
+                           f"frees in {wait} s if left idle (mcp.sessions.idle_timeout_s: {caps.idle_timeout_s:g}); retry then, "
+                           "or close unused sessions (HTTP DELETE with Mcp-Session-Id)", wait)
         if self.held_by(agent) >= caps.max_per_agent:
+            wait = self.frees_in(caps, agent)
             return Refusal(429, "per_agent", f"agent {agent!r} already holds {caps.max_per_agent} open MCP sessions, the "
-                           "limit (mcp.sessions.max_per_agent); close one (HTTP DELETE with Mcp-Session-Id) or let idle ones "
-                           f"expire ({caps.idle_timeout_s:g} s, mcp.sessions.idle_timeout_s)")
+                           f"limit (mcp.sessions.max_per_agent); the first frees in {wait} s if left idle "
+                           f"(mcp.sessions.idle_timeout_s: {caps.idle_timeout_s:g}); close one (HTTP DELETE with Mcp-Session-Id) "
+                           "or retry then", wait)
         self._opening[agent] += 1
         return None
 

@@ -20,6 +20,11 @@ MAX_TERMS = 32
 MAX_QUERY_CHARS = 1000
 
 
+def has_words(text: str) -> bool:
+    """Whether `text` has anything to search for (a letter or digit); punctuation alone matches no item."""
+    return _WORD.search(text) is not None
+
+
 def fts_query(text: str) -> str:
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidInputError(f"q is longer than {MAX_QUERY_CHARS} characters", "q")

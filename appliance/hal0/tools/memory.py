@@ -13,16 +13,29 @@ from anyio import to_thread
 from pydantic import Field
 
 from hal0.agents.policy import persona_for
-from hal0.memory import InvalidInputError, MemoryStore
-from hal0.memory.model import MAX_PAGE, Limits
+from hal0.memory import InvalidInputError, MemoryStore, Page
+from hal0.memory.model import MAX_PAGE, MAX_TAGS, Limits, page_size
+from hal0.memory.query import MAX_QUERY_CHARS, decode_cursor, has_words
 from hal0.tools.spec import ToolContext, ToolSpec
 
+# Each schema says what the tool takes (issue 29): a constrained model generates from it, so a value the schema
+# allows and the store refuses (`{"text": ""}`) is an error the model cannot avoid. Only lengths and counts are
+# used, which every validator and constraint engine reads alike; two rules are in words: text that is only
+# whitespace, and the tag characters. They would need `pattern`, whose `\s` and `$` differ between regex
+# dialects (JSON Schema's ECMA-262, Python's, Rust's) and whose anchoring differs between engines. Schemas are
+# kept short: they are part of every prompt that offers these tools. memory.max_item_bytes, a live setting, is
+# in the README.
+Text = Annotated[str, Field(description="What to remember (not blank).", min_length=1)]
+NewText = Annotated[str | None, Field(description="New text, not blank (omit to keep).", min_length=1)]
 ItemId = Annotated[str, Field(description="Item id, as returned by remember, recall or list.", max_length=64)]
-Tags = Annotated[list[str] | None, Field(description="Labels to filter by later, e.g. ['project-x'].")]
+TagName = Annotated[str, Field(min_length=1, max_length=64)]
+Tags = Annotated[list[TagName] | None, Field(description="Labels of A-Z a-z 0-9 _.:/@- to filter by, e.g. ['project-x'].",
+                                            max_length=MAX_TAGS)]
 Metadata = Annotated[dict[str, Any] | None, Field(description="Optional JSON object stored with the item.")]
-Tag = Annotated[str | None, Field(description="Only items carrying this tag.")]
+Tag = Annotated[str | None, Field(description="Only items carrying this tag.", min_length=1)]
 Limit = Annotated[int | None, Field(description=f"Page size, 1 to {MAX_PAGE} (default 20).", ge=1, le=MAX_PAGE)]
 Cursor = Annotated[str | None, Field(description="next_cursor of the previous page, unchanged.")]
+Query = Annotated[str, Field(description="Words to search for (BM25 ranked).", max_length=MAX_QUERY_CHARS)]
 
 
 async def _store(call: ToolContext) -> MemoryStore:
@@ -43,16 +56,19 @@ def _limits(call: ToolContext) -> Limits:
     )
 
 
-async def remember(call: ToolContext, text: Annotated[str, Field(description="What to remember.")],
-                   tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
+async def remember(call: ToolContext, text: Text, tags: Tags = None, metadata: Metadata = None) -> dict[str, Any]:
     store = await _store(call)
     limits = _limits(call)
     item = await to_thread.run_sync(partial(store.add, call.agent, text, limits, tags=tags, metadata=metadata))
     return item.to_json()
 
 
-async def recall(call: ToolContext, query: Annotated[str, Field(description="Words to search for (BM25 ranked).")],
-                 tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
+async def recall(call: ToolContext, query: Query, tag: Tag = None, limit: Limit = None, cursor: Cursor = None) -> dict[str, Any]:
+    if len(query) <= MAX_QUERY_CHARS and not has_words(query):
+        # Nothing to match (punctuation alone, or nothing): no item, as for any query that matches none.
+        page_size(limit)
+        decode_cursor(cursor, "search")
+        return Page([], None).to_json()
     store = await _store(call)
     page = await to_thread.run_sync(partial(store.search, call.agent, query, tag=tag, limit=limit, cursor=cursor))
     return page.to_json()
@@ -69,8 +85,7 @@ async def get(call: ToolContext, id: ItemId) -> dict[str, Any]:
     return (await to_thread.run_sync(store.get, call.agent, id)).to_json()
 
 
-async def update(call: ToolContext, id: ItemId,
-                 text: Annotated[str | None, Field(description="New text (omit to keep).")] = None,
+async def update(call: ToolContext, id: ItemId, text: NewText = None,
                  tags: Tags = None, metadata: Metadata = None,
                  clear_metadata: Annotated[bool, Field(description="Remove the item's metadata (send no metadata with it).")] = False,
                  ) -> dict[str, Any]:
