@@ -50,8 +50,8 @@ def test_a_restored_state_holds_only_the_window_before_its_end() -> None:
 class _Cache:
     """choose_slot asks only how much of the prompt each slot serves: the plain common prefix here."""
 
-    def usable(self, seq: int, held: object, prompt: object) -> int:
-        return usable_prefix(held, prompt, 0, 0)  # type: ignore[arg-type]
+    def usable(self, seq: int, held: object, prompt: object, limit: int | None = None) -> int:
+        return usable_prefix(held, prompt, 0, 0, limit)  # type: ignore[arg-type]
 
 
 def _slot(seq: int, tokens: list[int], agent: str | None = None, used: int = 0, busy: bool = False) -> _Slot:

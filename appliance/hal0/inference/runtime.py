@@ -174,7 +174,7 @@ class ModelRuntime:
             llama = Llama(**kwargs)
             engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self))
             self._single = engine
-            self._loaded = LoadedModel(llama, template_for(llama), engine)
+            self._loaded = LoadedModel(llama, template_for(llama), engine, self.config.prompt_cache_scope)
             return llama
         # The Llama serves tokenizer, metadata and chat template; the scheduler's own context
         # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
@@ -192,7 +192,7 @@ class ModelRuntime:
             observer=_EngineReporter(self),
             prompt_observer=_EngineReporter(self),
         )
-        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler))
+        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler), self.config.prompt_cache_scope)
         return llama
 
     async def unload(self) -> None:

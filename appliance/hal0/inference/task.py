@@ -80,6 +80,10 @@ class Task:
     logprobs: int | None = None
     deadline: float = float("inf")
     agent: str | None = None
+    # The persona the agent runs under, and how many leading `messages` are its configured system
+    # prompt: config, not the caller's words, so the persona's other agents may reuse its cached KV.
+    persona: str | None = None
+    public_messages: int = 0
 
 
 @dataclass(frozen=True)
