@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -304,7 +305,7 @@ def test_an_agents_saved_state_is_kept_beside_an_identical_one_of_another_agent(
 
 def test_the_cache_key_of_each_scope(tiny_model: Path) -> None:
     from hal0.config.models import PromptCacheScope
-    from hal0.inference.generate import LoadedModel, cache_key, task_prompt
+    from hal0.inference.generate import cache_key, task_prompt
     from hal0.inference.task import Task
     from hal0.inference.templates import template_for
 
@@ -314,8 +315,9 @@ def test_the_cache_key_of_each_scope(tiny_model: Path) -> None:
         task = Task(messages=(system, {"role": "user", "content": "0 and the secret"}), agent="alice", persona="k", public_messages=1)
 
         def key(scope: PromptCacheScope, task: Task = task) -> CacheKey:
-            model = LoadedModel(llama, template_for(llama), None, scope)  # type: ignore[arg-type]
-            return cache_key(model, task, task_prompt(model, task)[0])
+            # What cache_key reads of a LoadedModel (a real one starts its constraint engine's thread).
+            model = SimpleNamespace(llama=llama, template=template_for(llama), cache_scope=scope)
+            return cache_key(model, task, task_prompt(model, task)[0])  # type: ignore[arg-type]
 
         public = len(llama.tokenize(f"<|im_start|>system\n{persona('K')}<|im_end|>\n<|im_start|>user\n".encode(), add_bos=True, special=True))
         # The probes' shared tokens end before the user's words, even when these begin as a probe does.
