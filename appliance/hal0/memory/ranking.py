@@ -44,6 +44,8 @@ def phrase_hits(tokens: Sequence[Sequence[Instance]], weights: Mapping[str, floa
 
 def sizes_of(blob: bytes) -> int:
     """A row's length in tokens over all its columns, from FTS5's docsize record (one varint a column)."""
+    if max(blob, default=0) < 0x80:  # every column under 128 tokens: one byte each
+        return sum(blob)
     total = 0
     index = 0
     while index < len(blob):

@@ -201,7 +201,8 @@ class MemoryStore:
         size = page_size(limit)
         offset = decode_cursor(cursor, "search") or 0
         words = query_words(q)
-        sql = "SELECT items.seq FROM items_fts JOIN items ON items.seq = items_fts.rowid WHERE items_fts MATCH ? AND items.namespace = ?"
+        # CROSS JOIN: the index first; SQLite would otherwise walk the whole namespace and probe it per row.
+        sql = "SELECT items.seq FROM items_fts CROSS JOIN items ON items.seq = items_fts.rowid WHERE items_fts MATCH ? AND items.namespace = ?"
         args: list[Any] = [fts_query(words), namespace]
         if tag is not None:
             sql += _TAG_FILTER
@@ -211,7 +212,7 @@ class MemoryStore:
             if not matched:
                 return Page([], None)
             phrases = self._phrases(words)
-            hits = [ranking.phrase_hits([self._instances(namespace, token) for token in phrase], _WEIGHTS) for phrase in phrases]
+            hits = [self._hits(namespace, phrase) for phrase in phrases]
             lengths = {
                 row[0]: ranking.sizes_of(row[1])
                 for row in self._conn.execute(
@@ -238,9 +239,23 @@ class MemoryStore:
             phrases[doc].append(term)
         return phrases
 
+    def _hits(self, namespace: str, tokens: list[str]) -> dict[int, float]:
+        """The phrase's weighted hit count in each item of the namespace that holds it."""
+        if len(tokens) != 1:  # a word the tokenizer splits (foo_bar): its tokens must follow one another
+            return ranking.phrase_hits([self._instances(namespace, token) for token in tokens], _WEIGHTS)
+        hits: dict[int, float] = {}
+        rows = self._conn.execute(
+            "SELECT v.doc, v.col, count(*) FROM temp.items_vocab v CROSS JOIN items ON items.seq = v.doc "
+            "WHERE v.term = ? AND items.namespace = ? GROUP BY v.doc, v.col",
+            (tokens[0], namespace),
+        )
+        for row, column, count in rows:
+            hits[row] = hits.get(row, 0.0) + _WEIGHTS.get(column, 1.0) * count
+        return hits
+
     def _instances(self, namespace: str, token: str) -> list[ranking.Instance]:
         rows = self._conn.execute(
-            "SELECT v.doc, v.col, v.offset FROM temp.items_vocab v JOIN items ON items.seq = v.doc WHERE v.term = ? AND items.namespace = ?",
+            "SELECT v.doc, v.col, v.offset FROM temp.items_vocab v CROSS JOIN items ON items.seq = v.doc WHERE v.term = ? AND items.namespace = ?",
             (token, namespace),
         )
         return [ranking.Instance(row[0], row[1], row[2]) for row in rows]
