@@ -7,7 +7,12 @@ other; the agents run together. Reported per side: cold (first-turn) and returni
 their ratio, and the wall time of the whole workload.
 
 Runs:
-- `agents`: the issue's workload, N agents on S slots (default 6 on 4), hal0 vs llama-server.
+- `agents`: the issue's workload, N agents on S slots (default 6 on 4), hal0 (its default
+  `prompt_cache_scope: agent`) vs hal0 with `prompt_cache_scope: shared` vs llama-server.
+- `common_prefix`: what the agent scope costs where it bites: the same agents through
+  /v1/chat/completions, with one system message (~system tokens / 2) that all of them send, as a
+  framework's instructions are, and each persona opening its agent's first user message. hal0 agent scope, hal0 shared, and hal0 agent
+  scope with the preamble as the persona's configured system prompt (public, so shared again).
 - `beyond_slots`: more agents than slots (default 2 x S), hal0 with the RAM prompt cache and without
   it (`prompt_cache_mib: 0`), and llama-server (its --cache-ram default).
 - `chat`: the issue's workload through hal0's /v1/chat/completions (the template applied by hal0).
@@ -39,7 +44,7 @@ import httpx
 from tests.bench.common import GEMMA, ROOT, SETTLE_S, Process, start_hal0, wait_ready, write_result
 
 SERVER_CACHE = Path(os.environ.get("HAL0_SERVER_CACHE", "/var/cache/hal0/llama-server"))
-RUNS = ("agents", "beyond_slots", "chat", "streams")
+RUNS = ("agents", "common_prefix", "beyond_slots", "chat", "streams")
 WORDS = ("archive", "beacon", "copper", "delta", "ember", "falcon", "garnet", "harbor", "island", "juniper", "kernel",
          "lantern", "meadow", "nickel", "orbit", "pepper", "quartz", "river", "signal", "timber", "umber", "velvet")
 
@@ -112,8 +117,12 @@ def _stream(client: httpx.Client, path: str, body: dict[str, Any], headers: dict
     return "".join(text), first if first is not None else total, total, tokens
 
 
-def run_workload(url: str, model: str, personas: list[str], turns: int, reply_tokens: int, chat: bool, agent_header: bool) -> tuple[list[Turn], float]:
-    """Every agent's turns, agents concurrently; returns the turns and the wall time."""
+def run_workload(url: str, model: str, personas: list[str], turns: int, reply_tokens: int, chat: bool, agent_header: bool,
+                 lead: str | None = None) -> tuple[list[Turn], float]:
+    """Every agent's turns, agents concurrently; returns the turns and the wall time. With a `lead`
+    (chat only), the system message is the lead (none when it is empty: the persona's system prompt
+    stands in for it) and each persona opens its agent's first user message, so that every template
+    reads the same messages (llama-cpp-python's chatml keeps one system message only)."""
     results: list[Turn] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -122,6 +131,8 @@ def run_workload(url: str, model: str, personas: list[str], turns: int, reply_to
         headers = {"X-hal0-Agent": f"agent-{agent}"} if agent_header else {}
         history = personas[agent]
         messages: list[dict[str, str]] = [{"role": "system", "content": personas[agent]}]
+        if lead is not None:
+            messages = [{"role": "system", "content": lead}] if lead else []
         try:
             # A connection per request, on both sides: llama-server's HTTP library drops idle keep-alive
             # connections at times, just as a client reuses one ("Server disconnected").
@@ -130,7 +141,8 @@ def run_workload(url: str, model: str, personas: list[str], turns: int, reply_to
                     question = f"Question {turn}: what is the next {WORDS[(agent + turn) % len(WORDS)]} entry?"
                     common = {"model": model, "max_tokens": reply_tokens, "temperature": 0, "seed": 1}
                     if chat:
-                        messages.append({"role": "user", "content": question})
+                        opening = f"{personas[agent]}\n\n" if lead is not None and turn == 0 else ""
+                        messages.append({"role": "user", "content": opening + question})
                         reply, ttft, total, tokens = _stream(client, "/v1/chat/completions", {**common, "messages": messages}, headers)
                         messages.append({"role": "assistant", "content": reply})
                     else:
@@ -179,14 +191,14 @@ def _hal0_metrics(url: str) -> dict[str, float]:
     return values
 
 
-def bench_side(side: str, start: Any, personas: list[str], args: argparse.Namespace, chat: bool = False) -> dict[str, Any]:
+def bench_side(side: str, start: Any, personas: list[str], args: argparse.Namespace, chat: bool = False, lead: str | None = None) -> dict[str, Any]:
     process = start()
     try:
         # Warm-up on text no agent sends, so no side starts with a cold process or a cached persona.
         with httpx.Client(base_url=process.url, timeout=600) as client:
             client.post("/v1/completions", json={"model": "bench", "prompt": "warm up " * 8, "max_tokens": 4}).raise_for_status()
         time.sleep(SETTLE_S)
-        turns, wall = run_workload(process.url, "bench", personas, args.turns, args.reply_tokens, chat, agent_header=process.name == "hal0")
+        turns, wall = run_workload(process.url, "bench", personas, args.turns, args.reply_tokens, chat, agent_header=process.name == "hal0", lead=lead)
         result = {"side": side, **summarise(turns, wall)}
         if process.name == "hal0":
             result["metrics"] = _hal0_metrics(process.url)
@@ -248,24 +260,46 @@ def bench_model(model: Path, label: str, server: Path | None, args: argparse.Nam
     def count(text: str) -> int:
         return len(vocab.tokenize(text.encode(), add_bos=True))
 
-    def hal0(port: int, slots: int, cache_mib: int | None = None) -> Any:
+    def hal0(port: int, slots: int, cache_mib: int | None = None, scope: str | None = None, system_prompt: str | None = None,
+             chat_format: str | None = None) -> Any:
         entry: dict[str, Any] = {"id": "bench", "path": str(model), "default": True, "n_ctx": slots * args.slot_ctx, "parallel": slots,
                                  "n_threads": args.threads, "n_threads_batch": args.threads}
         if cache_mib is not None:
             entry["prompt_cache_mib"] = cache_mib
-        return lambda: start_hal0(workdir, port, [entry], server={"queue_limit": 64})
+        if scope is not None:
+            entry["prompt_cache_scope"] = scope
+        if chat_format is not None:
+            entry["chat_format"] = chat_format
+        sections: dict[str, Any] = {}
+        if system_prompt is not None:
+            # Every bench agent (agent-N) is unknown to the config, so it gets the default agent's persona.
+            sections["agents"] = {"approvals": {"path": str(workdir / f"approvals-{port}.db")},
+                                  "personas": [{"id": "anonymous", "system_prompt": system_prompt}]}
+        return lambda: start_hal0(workdir, port, [entry], server={"queue_limit": 64}, **sections)
 
     def peer(port: int, slots: int) -> Any:
         assert server is not None
         return lambda: start_llama_server(server, model, port, args.threads, slots, args.slot_ctx, workdir)
 
-    runs: dict[str, list[dict[str, Any]]] = {"agents": [], "beyond_slots": [], "chat": [], "streams": []}
+    runs: dict[str, list[dict[str, Any]]] = {run: [] for run in RUNS}
     personas = [system_prompt(agent, args.system_tokens, count) for agent in range(args.agents)]
     many = [system_prompt(agent, args.system_tokens, count) for agent in range(args.beyond_factor * args.slots)]
     if "agents" in args.runs:
         runs["agents"].append(bench_side("hal0", hal0(18541, args.slots), personas, args))
+        runs["agents"].append(bench_side("hal0 prompt_cache_scope: shared", hal0(18547, args.slots, scope="shared"), personas, args))
         if server is not None:
             runs["agents"].append(bench_side("llama-server", peer(18542, args.slots), personas, args))
+    if "common_prefix" in args.runs:
+        preamble = "Shared instructions for every agent of the team. " + system_prompt(len(WORDS) - 1, args.system_tokens // 2, count)
+        # The preamble is the system message (the clients', or the persona's that hal0 puts first): all
+        # three sides send the model the same text. Gemma in its own format, as config/hal0.yaml ships it.
+        gemma = "gemma" if str(vocab.metadata.get("general.architecture", "")).startswith("gemma") else None
+        runs["common_prefix"].append(bench_side("hal0 (agent scope)", hal0(18556, args.slots, chat_format=gemma), personas, args,
+                                                chat=True, lead=preamble))
+        runs["common_prefix"].append(bench_side("hal0 prompt_cache_scope: shared", hal0(18557, args.slots, scope="shared", chat_format=gemma),
+                                                personas, args, chat=True, lead=preamble))
+        runs["common_prefix"].append(bench_side("hal0 (agent scope), preamble as the persona's system_prompt",
+                                                hal0(18558, args.slots, system_prompt=preamble, chat_format=gemma), personas, args, chat=True, lead=""))
     if "beyond_slots" in args.runs:
         runs["beyond_slots"].append(bench_side("hal0", hal0(18543, args.slots), many, args))
         runs["beyond_slots"].append(bench_side("hal0 prompt_cache_mib: 0", hal0(18544, args.slots, cache_mib=0), many, args))

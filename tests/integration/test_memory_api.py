@@ -1,7 +1,8 @@
-"""REST memory over real HTTP: opt-in 404s, identity 400s, CRUD, search, limits, isolation."""
+"""REST memory over real HTTP: opt-in 404s, identity 400s, CRUD, search, limits, isolation (ranking included, over MCP too)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Server
-from tests.integration.mcp_helpers import memory_on
+from tests.integration.mcp_helpers import mcp_client, memory_on
 
 AGENT = "X-hal0-Agent"
 
@@ -161,3 +162,38 @@ def _shared_server(start_server, tmp_path_factory) -> Server:
         path = tmp_path_factory.mktemp("iso")
         _SERVERS[key] = start_server(memory=memory_on(path, max_items_per_agent=1000))
     return _SERVERS[key]
+
+
+def test_another_agents_items_never_move_my_scores_over_rest_and_mcp(start_server, tmp_path: Path) -> None:
+    # Issue 29: after alice stored 5 items with "zebra", bob's own "zebra" item scored 2e-06 (the
+    # IDF floor of the index all agents share) against 2.2 for "giraffe". Ranking is per namespace.
+    server = start_server(memory=memory_on(tmp_path, max_items_per_agent=50))
+    bob = httpx.Client(base_url=server.url, headers={AGENT: "bob"}, timeout=30)
+    for text in ("zebra crossing near the school", "giraffe at the zoo", "the school bus timetable",
+                 "lunch menu for monday", "notes on the garden", "a list of books"):
+        assert bob.post("/api/memory", json={"text": text}).status_code == 201
+
+    def rest_scores() -> dict[str, dict[str, float]]:
+        return {query: {hit["text"]: hit["score"] for hit in bob.get("/api/memory", params={"q": query}).json()["items"]}
+                for query in ("zebra", "giraffe", "zebra giraffe school")}
+
+    async def mcp_scores() -> dict[str, dict[str, float]]:
+        async with mcp_client(f"{server.url}/mcp/memory", agent="bob") as client:
+            found = {}
+            for query in ("zebra", "giraffe", "zebra giraffe school"):
+                items = (await client.call_tool("recall", {"query": query})).structured_content["items"]
+                found[query] = {hit["text"]: hit["score"] for hit in items}
+            return found
+
+    before_rest, before_mcp = rest_scores(), asyncio.run(mcp_scores())
+    assert before_rest == before_mcp and before_rest["zebra"]["zebra crossing near the school"] > 0.1
+    for n in range(5):
+        made = httpx.post(f"{server.url}/api/memory", json={"text": f"zebra zebra stripes {n}", "tags": ["zebra"]}, headers={AGENT: "alice"})
+        assert made.status_code == 201
+
+    async def alice_remembers() -> None:
+        async with mcp_client(f"{server.url}/mcp/memory", agent="alice") as client:
+            await client.call_tool("remember", {"text": "a zebra and a giraffe, and a very long note about the school run"})
+    asyncio.run(alice_remembers())
+    assert rest_scores() == before_rest
+    assert asyncio.run(mcp_scores()) == before_mcp

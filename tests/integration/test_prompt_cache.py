@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from hal0.config.models import ModelConfig
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.engines import BatchedEngine, SingleEngine, TokenJob
-from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
+from hal0.inference.prompt_cache import MIB, SHARED, CacheKey, CacheSize, PromptReuse
 from hal0.inference.sampling import Sampling
 from hal0.inference.tiny_model import write_test_model
 from llama_cpp import Llama
@@ -74,12 +75,12 @@ class Rig:
     reference: Callable[[list[int], int], list[int]]
     tokenize: Callable[[str], list[int]]
 
-    def run(self, prompt: list[int], tokens: int = 12, agent: str | None = None, job: TokenJob | None = None) -> list[int]:
-        job = job or TokenJob(prompt=prompt, max_tokens=tokens, sampling=GREEDY, cancel=threading.Event(), agent=agent)
+    def run(self, prompt: list[int], tokens: int = 12, agent: str | None = None, job: TokenJob | None = None, key: CacheKey = SHARED) -> list[int]:
+        job = job or TokenJob(prompt=prompt, max_tokens=tokens, sampling=GREEDY, cancel=threading.Event(), agent=agent, cache_key=key)
         return [sampled.token for sampled in self.engine.generate(job)]
 
-    def same_as_fresh(self, prompt: list[int], tokens: int = 12, agent: str | None = None) -> list[int]:
-        got = self.run(prompt, tokens, agent)
+    def same_as_fresh(self, prompt: list[int], tokens: int = 12, agent: str | None = None, key: CacheKey = SHARED) -> list[int]:
+        got = self.run(prompt, tokens, agent, key=key)
         assert got == self.reference(prompt, tokens), f"{self.kind}: cached output differs from a fresh run"
         return got
 
@@ -261,6 +262,76 @@ def test_sliding_window_layers_reuse_only_what_they_still_hold(kind: str, swa_mo
         assert rig.reports.last.cached < 100  # (another slot may serve the first tokens)
 
 
+# --- scopes (issue 29): a request reuses only what its own agent, or its persona's system prompt, left --
+
+
+def _agent(name: str, group: str | None = None, public: int = 0) -> CacheKey:
+    return CacheKey(owner=f"agent:{name}", group=group, public=public)
+
+
+def test_another_agents_kv_is_never_reused(rig: Rig) -> None:
+    secret = rig.tokenize(persona("V") + " the vault code is 4721")
+    rig.same_as_fresh(secret, agent="alice", key=_agent("alice"))
+    rig.same_as_fresh(secret, agent="bob", key=_agent("bob"))  # bob guesses all of it, right
+    assert rig.reports.last.cached == 0, rig.reports.reuse  # neither alice's slot nor her saved state served him
+    rig.same_as_fresh(secret + rig.tokenize(" next")[1:], agent="alice", key=_agent("alice"))
+    assert rig.reports.last.cached >= len(secret) - 1  # alice's own history still serves her
+
+
+def test_only_the_public_prefix_crosses_within_a_persona(rig: Rig) -> None:
+    public = len(rig.tokenize(persona("P")))
+    prompt = rig.tokenize(persona("P") + " my own words, not the persona's")
+    rig.same_as_fresh(prompt, agent="alice", key=_agent("alice", "persona:p", public))
+    rig.same_as_fresh(prompt, agent="bob", key=_agent("bob", "persona:p", public))
+    assert rig.reports.last.cached == public, rig.reports.reuse
+    rig.same_as_fresh(prompt, agent="carol", key=_agent("carol", "persona:q", public))  # another persona's agent
+    assert rig.reports.last.cached == 0, rig.reports.reuse
+    rig.same_as_fresh(prompt, agent="dave", key=SHARED)  # the shared scope: anyone's (today's behaviour)
+    assert rig.reports.last.cached == len(prompt) - 1, rig.reports.reuse
+
+
+def test_an_agents_saved_state_is_kept_beside_an_identical_one_of_another_agent(rig: Rig) -> None:
+    # alice and bob send the same prompt (greedy: their sequences end the same); when bob's sequence is
+    # pushed out, alice's identical saved state must not stand in for his, or his next turn would
+    # find nothing of his own, and its speed would tell him someone else had sent his words.
+    prompt = rig.tokenize(persona("D") + " the same words")
+    first = rig.run(prompt, agent="alice", key=_agent("alice"))
+    rig.run(prompt, agent="bob", key=_agent("bob"))
+    for agent in ("carol", "dave"):
+        rig.run(rig.tokenize(persona(agent) + " something else"), agent=agent, key=_agent(agent))
+    rig.same_as_fresh(prompt + first + rig.tokenize(" and on")[1:], agent="bob", key=_agent("bob"))
+    assert rig.reports.last.ram == "hit" and rig.reports.last.cached >= len(prompt), rig.reports.reuse
+
+
+def test_the_cache_key_of_each_scope(tiny_model: Path) -> None:
+    from hal0.config.models import PromptCacheScope
+    from hal0.inference.generate import cache_key, task_prompt
+    from hal0.inference.task import Task
+    from hal0.inference.templates import template_for
+
+    llama = _llama(tiny_model, 64)
+    try:
+        system = {"role": "system", "content": persona("K")}
+        task = Task(messages=(system, {"role": "user", "content": "0 and the secret"}), agent="alice", persona="k", public_messages=1)
+
+        def key(scope: PromptCacheScope, task: Task = task) -> CacheKey:
+            # What cache_key reads of a LoadedModel (a real one starts its constraint engine's thread).
+            model = SimpleNamespace(llama=llama, template=template_for(llama), cache_scope=scope)
+            return cache_key(model, task, task_prompt(model, task)[0])  # type: ignore[arg-type]
+
+        public = len(llama.tokenize(f"<|im_start|>system\n{persona('K')}<|im_end|>\n<|im_start|>user\n".encode(), add_bos=True, special=True))
+        # The probes' shared tokens end before the user's words, even when these begin as a probe does.
+        assert key(PromptCacheScope.AGENT) == CacheKey("agent:alice", "persona:k", public)
+        assert key(PromptCacheScope.PERSONA) == CacheKey("persona:k")
+        assert key(PromptCacheScope.SHARED) == SHARED
+        own = Task(messages=(system, {"role": "user", "content": "hi"}), agent="alice", persona="k", public_messages=0)
+        assert key(PromptCacheScope.AGENT, own) == CacheKey("agent:alice", "persona:k", 0)  # its own system message: not public
+        alone = Task(prompt="raw text", agent="bob")
+        assert key(PromptCacheScope.PERSONA, alone) == key(PromptCacheScope.AGENT, alone) == CacheKey("agent:bob")
+    finally:
+        llama.close()
+
+
 # --- through `hal0 serve`: metrics, /v1/models, the Models tab, a model that changes -------------
 
 
@@ -314,3 +385,66 @@ def test_the_cache_goes_with_the_model_instance(start_server: Callable[..., Serv
     new = _complete(server, prompt, "k")
     assert new != old
     assert metric(server, 'hal0_prompt_tokens_cached_total{model="tiny"}') == cached
+
+
+# --- through `hal0 serve`: what one agent can learn of another's prompt (issue 29) ---------------
+
+SYSTEM = "You keep the vault team's notes. " + "hello world the model hal0 vault " * 6  # the persona's, public
+CACHED = 'hal0_prompt_tokens_cached_total{model="tiny"}'
+
+
+def _vault(code: str) -> str:
+    return f"The vault code is {code}. Keep it safe and tell nobody at all, whoever asks."
+
+
+def _chat(server: Server, agent: str, text: str) -> dict[str, object]:
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": 8, "temperature": 0, "logit_bias": NO_EOS}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers={"X-hal0-Agent": agent}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _probe(server: Server, agent: str, text: str) -> tuple[object, ...]:
+    """All an agent can read of the cache around one request of its own: the metric's and /v1/models'
+    change, and its response's cached-token count if the dialect reports one."""
+    before = metric(server, CACHED), httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["prompt_cache"]
+    usage = _chat(server, agent, text)["usage"]
+    after = metric(server, CACHED), httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"][0]["prompt_cache"]
+    details = usage.get("prompt_tokens_details") or {}  # type: ignore[union-attr]
+    return after[0] - before[0], after[1]["cached_tokens"] - before[1]["cached_tokens"], details.get("cached_tokens")
+
+
+def _bob_probes(start_server: Callable[..., Server], tiny_model: Path, parallel: int, scope: str | None, alice_code: str) -> list[tuple[object, ...]]:
+    """Alice (persona `anonymous`, like bob) sends her code; bob then guesses it, right and wrong."""
+    model = _tiny(tiny_model, parallel=parallel, **({"prompt_cache_scope": scope} if scope else {}))
+    server = start_server(models=[model], agents={"personas": [{"id": "anonymous", "system_prompt": SYSTEM}]})
+    try:
+        _chat(server, "alice", _vault(alice_code))
+        return [_probe(server, "bob", _vault(guess)) for guess in ("4721", "1234", "4721")]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_bob_cannot_learn_what_alice_sent_under_the_default_scope(start_server: Callable[..., Server], tiny_model: Path, parallel: int) -> None:
+    # Issue 29: bob recovered alice's secret by guessing continuations of a known prefix and reading
+    # hal0_prompt_tokens_cached_total. What bob sees must not depend on what alice sent.
+    right = _bob_probes(start_server, tiny_model, parallel, None, "4721")
+    wrong = _bob_probes(start_server, tiny_model, parallel, None, "9999")
+    assert right == wrong
+    # The persona's system prompt (config, not alice's) is still shared: bob's first request reuses it.
+    tokenizer = _llama(tiny_model, 64)
+    try:
+        system = len(tokenizer.tokenize(SYSTEM.encode(), add_bos=False))
+    finally:
+        tokenizer.close()
+    assert right[0][0] >= system, right
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_the_shared_scope_keeps_one_cache_for_all(start_server: Callable[..., Server], tiny_model: Path, parallel: int) -> None:
+    # Today's behaviour, for operators whose agents all trust one another: bob's right guess is served
+    # from alice's KV (and so, as the README says, this scope is an oracle on what others sent).
+    right = _bob_probes(start_server, tiny_model, parallel, "shared", "4721")
+    wrong = _bob_probes(start_server, tiny_model, parallel, "shared", "9999")
+    assert right[0][0] > wrong[0][0], (right, wrong)  # type: ignore[operator]

@@ -135,3 +135,45 @@ def test_namespaces_are_isolated(store):
     assert [item.id for item in store.list("a", tag="t").items] == [mine.id]
     assert store.forget_all("b") == 1
     assert store.get("a", mine.id).text == "secret plan"
+
+
+def _scores(store, namespace, query):
+    return {item.text: item.score for item in store.search(namespace, query, limit=100).items}
+
+
+def test_another_namespace_never_moves_the_callers_scores(store):
+    # Issue 29: FTS5's bm25() took its statistics from the index all agents share, so alice storing
+    # "zebra" items dropped bob's own "zebra" item to the IDF floor.
+    store.add("bob", "zebra crossing near the school", LIMITS)
+    store.add("bob", "giraffe at the zoo", LIMITS, tags=["zoo"])
+    for text in ("the school bus timetable", "lunch menu for monday", "notes on the garden", "a list of books"):
+        store.add("bob", text, LIMITS)
+    before = {query: _scores(store, "bob", query) for query in ("zebra", "giraffe", "zebra giraffe school")}
+    for n in range(5):
+        store.add("alice", f"zebra zebra stripes {n} and a long text that changes the average length of a row", LIMITS, tags=["zebra"])
+    store.add("alice", "giraffe", LIMITS)
+    after = {query: _scores(store, "bob", query) for query in ("zebra", "giraffe", "zebra giraffe school")}
+    assert after == before
+    assert all(score < -1e-3 for scores in before.values() for score in scores.values())  # real scores, not the IDF floor
+
+
+def test_within_one_namespace_the_scores_are_fts5s_bm25(store):
+    texts = [
+        ("rainy rainy weekend in the hills", ["plans", "rainy"]),
+        ("the weather today is rainy", []),
+        ("Café au lait, naïve résumé", ["cafe"]),
+        ("foo_bar baz foo bar foo_bar", []),
+        ("nothing to see here at all, a much longer row than the others are", []),
+        ("weekend weather", ["weather"]),
+    ]
+    for text, tags in texts:
+        store.add("only", text, LIMITS, tags=tags)
+    for query in ("rainy", "rainy weekend", "cafe naive", "café", "foo_bar", "weather plans", "RAINY hills see"):
+        ours = _scores(store, "only", query)
+        words = " OR ".join(f'"{word}"' for word in query.lower().replace(",", " ").split())
+        theirs = dict(store._conn.execute(
+            "SELECT items.text, bm25(items_fts, 2.0, 1.0) FROM items_fts JOIN items ON items.seq = items_fts.rowid WHERE items_fts MATCH ?",
+            (words,)).fetchall())
+        assert ours.keys() == theirs.keys(), query
+        for text, score in ours.items():
+            assert score == pytest.approx(theirs[text], rel=1e-12), (query, text)

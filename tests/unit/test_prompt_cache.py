@@ -1,11 +1,11 @@
-"""The prompt cache's decisions without a model: prefixes, the sliding-window check, slot choice, the config field."""
+"""The prompt cache's decisions without a model: prefixes, the sliding-window check, slot choice, scopes, the config fields."""
 
 from __future__ import annotations
 
 import pytest
-from hal0.config.models import ModelConfig
+from hal0.config.models import ModelConfig, PromptCacheScope
 from hal0.inference.batching import _Slot, choose_slot
-from hal0.inference.prompt_cache import as_tokens, common_prefix, restored_pos_min, usable_prefix
+from hal0.inference.prompt_cache import SHARED, CacheKey, as_tokens, common_prefix, restored_pos_min, usable_prefix
 from pydantic import ValidationError
 
 
@@ -50,8 +50,8 @@ def test_a_restored_state_holds_only_the_window_before_its_end() -> None:
 class _Cache:
     """choose_slot asks only how much of the prompt each slot serves: the plain common prefix here."""
 
-    def usable(self, seq: int, held: object, prompt: object) -> int:
-        return usable_prefix(held, prompt, 0, 0)  # type: ignore[arg-type]
+    def usable(self, seq: int, held: object, prompt: object, limit: int | None = None) -> int:
+        return usable_prefix(held, prompt, 0, 0, limit)  # type: ignore[arg-type]
 
 
 def _slot(seq: int, tokens: list[int], agent: str | None = None, used: int = 0, busy: bool = False) -> _Slot:
@@ -103,3 +103,34 @@ def test_prompt_cache_mib_defaults_to_a_gib_and_zero_turns_it_off() -> None:
 def test_prompt_cache_mib_out_of_bounds_is_refused(value: object) -> None:
     with pytest.raises(ValidationError, match="prompt_cache_mib"):
         ModelConfig(id="m", path="/m.gguf", prompt_cache_mib=value)
+
+
+def test_a_cache_key_reuses_its_own_all_its_personas_public_prefix_and_nothing_else() -> None:
+    alice = CacheKey("agent:alice", "persona:p", public=40)
+    assert alice.reusable(CacheKey("agent:alice", "persona:p", public=40)) is None  # its own: everything
+    assert alice.reusable(CacheKey("agent:bob", "persona:p", public=30)) == 30  # same persona: the public prefix both hold
+    assert alice.reusable(CacheKey("agent:carol", "persona:q", public=40)) == 0  # another persona's agent
+    assert alice.reusable(SHARED) == 0  # KV of unknown origin (a shared-scope sequence)
+    assert CacheKey("agent:x").reusable(CacheKey("agent:y")) == 0
+    assert SHARED.reusable(alice) is None  # the shared scope reuses anyone's
+
+
+def test_a_prefix_counts_only_as_far_as_the_key_allows() -> None:
+    slots = [_slot(0, PROMPT[:90], "b"), _slot(1, [])]
+    slots[0].key = CacheKey("agent:b", "persona:p", public=5)
+    assert _choose(slots, PROMPT, "a") == 0  # shared scope (the default key): b's 90 tokens serve a
+    mine = CacheKey("agent:a", "persona:p", public=5)
+    assert choose_slot(slots, _Cache(), as_tokens(PROMPT), "a", mine).seq == 1  # 5 public tokens do not beat an empty slot
+    assert choose_slot(slots, _Cache(), as_tokens(PROMPT), "a", CacheKey("agent:b")).seq == 0  # b's own
+    assert usable_prefix(as_tokens(PROMPT), as_tokens(PROMPT), 0, 0, limit=5) == 5
+    # The sliding window is checked where the limit ends the prefix: position 50 needs cells from 35 on.
+    assert usable_prefix(as_tokens(range(200)), as_tokens([*range(100), 999]), 80, 16) == 100
+    assert usable_prefix(as_tokens(range(200)), as_tokens([*range(100), 999]), 80, 16, limit=50) == 0
+
+
+def test_prompt_cache_scope_defaults_to_agent_and_takes_only_its_three_values() -> None:
+    assert ModelConfig(id="m", path="/m.gguf").prompt_cache_scope == PromptCacheScope.AGENT == "agent"
+    assert ModelConfig(id="m", path="/m.gguf", prompt_cache_scope="shared").prompt_cache_scope is PromptCacheScope.SHARED
+    for value in ("everyone", "", None, 1):
+        with pytest.raises(ValidationError, match="prompt_cache_scope"):
+            ModelConfig(id="m", path="/m.gguf", prompt_cache_scope=value)

@@ -17,7 +17,7 @@ from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import deadline_of, lookup_model, run_embeddings, run_to_completion, services_of, start_stream
 from hal0.api.identity import agent_of
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from hal0.api.tasks import apply_persona, calls_of, chat_task, finish_of, reasoning_of, sampling_of, stops_of, text_of
+from hal0.api.tasks import apply_persona, cache_fields, calls_of, chat_task, finish_of, reasoning_of, sampling_of, stops_of, text_of
 from hal0.inference import (
     Event,
     Finish,
@@ -232,6 +232,7 @@ async def completions(request: Request) -> Response:
         logprobs=body.logprobs,
         deadline=deadline_of(services),
         agent=agent_of(request, services),
+        **cache_fields(request),
     )
     if body.stream:
         return await start_stream(request, runtime, task, _TextChunks(runtime.id, body.include_usage, body.logprobs is not None))

@@ -55,6 +55,19 @@ def apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -
     return model or persona.model
 
 
+def cache_fields(request: Request, messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The Task fields that scope the prompt cache: the caller's persona and whether `messages` open
+    with its configured system prompt (apply_persona's; compared, so a reload in between cannot make
+    the caller's own first message count as config)."""
+    services = services_of(request)
+    persona = persona_for(services.config.agents, agent_of(request, services))
+    if persona is None:
+        return {}
+    first = messages[0] if messages else {}
+    public = bool(persona.system_prompt) and first.get("role") == "system" and first.get("content") == persona.system_prompt
+    return {"persona": persona.id, "public_messages": 1 if public else 0}
+
+
 def sampling_of(kwargs: dict[str, Any]) -> Sampling:
     return Sampling(**{name: kwargs[name] for name in _SAMPLING if name in kwargs})
 
@@ -76,6 +89,7 @@ def chat_task(request: Request, kwargs: dict[str, Any], model: str | None, **fie
         stop=stops_of(kwargs),
         deadline=deadline_of(services),
         agent=agent_of(request, services),
+        **cache_fields(request, kwargs["messages"]),
         **fields,
     )
     return runtime, task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import types
 import typing
@@ -28,6 +29,8 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(_type_name(arg) for arg in args)
     if origin is not None:
         return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(arg) for arg in args)}]"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " | ".join(repr(member.value) for member in annotation)
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")

@@ -10,6 +10,7 @@ forbids unknown keys, so a typo is an error rather than a silently ignored setti
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import ipaddress
 import re
@@ -25,6 +26,14 @@ _MIN_SLOT_CTX = 64  # a slot smaller than this cannot hold a chat prompt and an 
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
+
+
+class PromptCacheScope(enum.StrEnum):
+    """Whose cached KV a request may reuse (models[].prompt_cache_scope)."""
+
+    AGENT = "agent"  # its own agent's, plus its persona's configured system prompt
+    PERSONA = "persona"  # any agent's of its persona
+    SHARED = "shared"  # anyone's
 
 
 class _Section(BaseModel):
@@ -274,6 +283,13 @@ class ModelConfig(_Section):
         "prompt, the KV state it held is kept here and restored when a prompt with the same beginning returns, "
         "so a returning agent's history is not read again. Least recently saved states go first. 0: off (each "
         "slot still reuses the common prefix of what it last held).",
+    )
+    prompt_cache_scope: PromptCacheScope = Field(
+        PromptCacheScope.AGENT,
+        description="Whose cached prompts a request may reuse. agent: only KV its own agent (X-hal0-Agent) "
+        "produced, plus its persona's configured system prompt, which is config, not a secret. persona: any "
+        "agent's of the same persona. shared: anyone's (the most reuse, but an agent can then learn what "
+        "another sent, by probing prefixes and reading the speed or the cache metrics).",
     )
     load: Literal["startup", "on_demand"] = Field(
         "startup",

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy
 
 from hal0.inference.job import TokenJob, TokenStep
-from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
+from hal0.inference.prompt_cache import SHARED, CacheKey, PromptCache, PromptObserver, as_tokens
 from hal0.inference.task import FinishReason
 
 log = logging.getLogger("hal0.inference")
@@ -61,6 +61,7 @@ class _Slot:
     staged: list[int] = field(default_factory=list)  # in this step's batch; held once it decodes
     n_past: int = 0  # the next position: len(tokens) between steps
     agent: str | None = None  # whose request the slot holds or last held
+    key: CacheKey = SHARED  # the CacheKey of that request: who may reuse what of `tokens`
     used: int = 0  # admission counter value when it was last taken (least recently used = lowest)
     last: int | None = None  # sampled token to feed at the next step
     logits_at: int = -1  # index in this step's batch whose logits this slot samples
@@ -181,7 +182,7 @@ class BatchScheduler:
             if request is None:
                 return
             prompt = as_tokens(request.prompt)
-            slot = choose_slot(self._slots, self._cache, prompt, request.agent)
+            slot = choose_slot(self._slots, self._cache, prompt, request.agent, request.cache_key)
             if slot is None:  # admission is bounded by the slot count; never expected
                 request.out.put((ERROR, RuntimeError("no free slot")))
                 continue
@@ -194,9 +195,10 @@ class BatchScheduler:
 
     def _start(self, slot: _Slot, request: TokenJob, prompt: numpy.ndarray) -> None:
         slot.request = request  # first: a failure below ends this request (see _admit)
-        keep = self._cache.prepare(slot.seq, as_tokens(slot.tokens), prompt)
+        keep = self._cache.prepare(slot.seq, as_tokens(slot.tokens), prompt, slot.key, request.cache_key)
         self._admissions += 1
         slot.agent = request.agent
+        slot.key = request.cache_key
         slot.used = self._admissions
         slot.tokens = list(request.prompt[:keep])
         slot.staged = []
@@ -306,7 +308,7 @@ class BatchScheduler:
 _MIN_PREFIX_SHARE = 0.1
 
 
-def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, agent: str | None) -> _Slot | None:
+def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, agent: str | None, key: CacheKey = SHARED) -> _Slot | None:
     """The idle slot for `prompt`: the one holding this agent's last sequence when the prompt
     continues it, else the one serving the longest prefix of it, else an empty one, else this
     agent's own, else the least recently used; None if all are busy.
@@ -314,16 +316,17 @@ def choose_slot(slots: list[_Slot], cache: PromptCache, prompt: numpy.ndarray, a
     A slot chosen for its prefix loses the rest of what it holds (to the RAM cache, or for good), so
     an empty slot goes first unless the prefix is at least half of what that slot holds; and an agent
     that must displace someone displaces itself first. (Requests without X-hal0-Agent all carry the
-    default agent: the prefix rules, not identity, place them.)
+    default agent: the prefix rules, not identity, place them.) A prefix counts only as far as `key`
+    may reuse it, so where another agent's slot would serve more changes nothing.
     """
     idle = [slot for slot in slots if slot.request is None]
     if not idle:
         return None
     own = max((slot for slot in idle if agent is not None and slot.agent == agent and slot.tokens), key=lambda slot: slot.used, default=None)
-    if own is not None and cache.usable(own.seq, as_tokens(own.tokens), prompt) > 1:
+    if own is not None and cache.usable(own.seq, as_tokens(own.tokens), prompt, key.reusable(own.key)) > 1:
         return own
     empty = next((slot for slot in idle if not slot.tokens), None)
-    served = [(cache.usable(slot.seq, as_tokens(slot.tokens), prompt), slot) for slot in idle if slot.tokens]
+    served = [(cache.usable(slot.seq, as_tokens(slot.tokens), prompt, key.reusable(slot.key)), slot) for slot in idle if slot.tokens]
     if served:
         same, best = max(served, key=lambda pair: (pair[0], pair[1].used))
         if same > 1 and same >= _MIN_PREFIX_SHARE * len(prompt) and (empty is None or 2 * same >= len(best.tokens)):

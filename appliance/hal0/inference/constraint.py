@@ -299,11 +299,20 @@ class Constraints:
         finally:
             self._ready.set()
 
+    def close(self) -> None:
+        """Before the model's Llama is freed: wait for the vocabulary read (a few seconds at most)."""
+        self._ready.wait(timeout=120)
+        self._tokenizer = None
+        with self._lock:
+            self._matchers.clear()
+
     def start(self, grammar: Grammar) -> TokenConstraint:
         """A fresh constraint for one generation (on the request's thread, never the decode loop's)."""
         from llguidance import LLMatcher
 
         self._ready.wait()
+        if self._tokenizer is None and self._error is None:
+            raise GenerationFailed("the model was unloaded")
         if self._error is not None:
             raise GenerationFailed(f"the constraint engine could not read this model's vocabulary: {self._error}")
         with self._lock:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from hal0.inference.batching import END, ERROR, BatchScheduler
 from hal0.inference.job import Sampled, TokenJob, TokenStep
-from hal0.inference.prompt_cache import PromptCache, PromptObserver, as_tokens
+from hal0.inference.prompt_cache import SHARED, CacheKey, PromptCache, PromptObserver, as_tokens
 from hal0.inference.task import FinishReason, GenerationFailed
 
 __all__ = ["BatchedEngine", "Engine", "Sampled", "SingleEngine", "TokenJob"]
@@ -48,6 +48,7 @@ class SingleEngine:
         self._n_vocab = llama.n_vocab()
         self._default_seed = default_seed
         self._cache = PromptCache(llama._ctx.ctx, llama._model.model, prompt_cache_bytes, observer)
+        self._held_key = SHARED  # whose request left sequence 0's KV
 
     @property
     def context(self) -> int:
@@ -55,7 +56,7 @@ class SingleEngine:
 
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
         llama = self._llama
-        rest = self._reuse_prefix(job.prompt)
+        rest = self._reuse_prefix(job.prompt, job.cache_key)
         step = TokenStep(job, llama._model, self._n_vocab, self._default_seed)
         ctx = llama._ctx.ctx
         try:
@@ -78,20 +79,21 @@ class SingleEngine:
         finally:
             step.close()
 
-    def _reuse_prefix(self, prompt: list[int]) -> list[int]:
-        """Keep the KV cells of the longest prefix the last prompt (or the RAM cache) holds; return
-        what is left to decode (at least one token, so the logits are fresh)."""
+    def _reuse_prefix(self, prompt: list[int], key: CacheKey) -> list[int]:
+        """Keep the KV cells of the longest prefix the last prompt (or the RAM cache) holds that `key`
+        may reuse; return what is left to decode (at least one token, so the logits are fresh)."""
         llama = self._llama
         # Sequence 0 holds exactly input_ids[:n_tokens]: Llama.eval records every token it decodes,
         # and a failed eval resets n_tokens.
         try:
-            keep = self._cache.prepare(0, as_tokens(llama.input_ids[: llama.n_tokens]), as_tokens(prompt))
+            keep = self._cache.prepare(0, as_tokens(llama.input_ids[: llama.n_tokens]), as_tokens(prompt), self._held_key, key)
         except Exception:
             llama.reset()  # what the sequence holds is no longer known: the next eval clears it
             raise
         # After a restore the sequence holds the entry's tokens, trimmed to the prompt's first `keep`.
         llama.input_ids[:keep] = prompt[:keep]
         llama.n_tokens = keep
+        self._held_key = key  # from here on the sequence holds this request's tokens
         if keep == 0:
             llama.reset()
         return list(prompt[keep:])

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hal0.config.models import PromptCacheScope
 from hal0.inference.constraint import Constraints, Grammar, schema_grammar, text_grammar
 from hal0.inference.engines import Engine
 from hal0.inference.job import Sampled, TokenJob
+from hal0.inference.prompt_cache import SHARED, CacheKey, as_tokens, common_prefix
 from hal0.inference.reasoning import ReasoningSplitter, opened_by
 from hal0.inference.task import Event, Finish, FinishReason, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
-from hal0.inference.templates import Formatter, template_stops
+from hal0.inference.templates import Formatter, Rendered, template_stops
 from hal0.inference.text import TextStream
 from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_grammar
 
@@ -30,6 +32,7 @@ class LoadedModel:
     llama: Any
     template: Formatter
     engine: Engine
+    cache_scope: PromptCacheScope = PromptCacheScope.AGENT
     constraints: Constraints = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,10 +92,43 @@ def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
     """The prompt tokens the model sees for `task` (chat template applied, tools described) and its stop strings."""
     llama = model.llama
     if task.messages is not None:
-        rendered = model.template(tool_messages(task))
-        tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        tokens, rendered = _rendered_tokens(model, tool_messages(task))
         return tokens, template_stops(rendered, task.stop)
     return prompt_tokens(llama, task.prompt or ""), list(task.stop)
+
+
+def _rendered_tokens(model: LoadedModel, messages: list[dict[str, Any]]) -> tuple[list[int], Rendered]:
+    rendered = model.template(messages)
+    return model.llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True), rendered
+
+
+# Two user turns that differ from their first character: what their renderings share is the template's
+# and the public messages' alone, whatever the template puts around a turn.
+_PROBES = ("0", "1")
+
+
+def public_prefix(model: LoadedModel, task: Task, tokens: list[int]) -> int:
+    """How many of the prompt's leading `tokens` are the task's public messages (its persona's system
+    prompt) as the template renders them: the tokens two renderings of those messages with different
+    user turns share, as far as the prompt agrees with them. Nothing the caller wrote is counted."""
+    if not task.public_messages or task.messages is None:
+        return 0
+    public = [{"role": message["role"], "content": message.get("content") or ""} for message in task.messages[: task.public_messages]]
+    first, second = (as_tokens(_rendered_tokens(model, [*public, {"role": "user", "content": probe}])[0]) for probe in _PROBES)
+    return common_prefix(as_tokens(tokens), first[: common_prefix(first, second)])
+
+
+def cache_key(model: LoadedModel, task: Task, tokens: list[int]) -> CacheKey:
+    """Whose cached KV the task may reuse, after the model's prompt_cache_scope. Owners are named
+    by kind, so an agent and a persona of the same id never share a key."""
+    scope = model.cache_scope
+    if scope is PromptCacheScope.SHARED:
+        return SHARED
+    if scope is PromptCacheScope.PERSONA and task.persona is not None:
+        return CacheKey(owner=f"persona:{task.persona}")
+    # The agent scope, and the persona scope for an agent without a persona (it has no peers).
+    group = None if task.persona is None else f"persona:{task.persona}"
+    return CacheKey(owner=f"agent:{task.agent or ''}", group=group, public=public_prefix(model, task, tokens) if group else 0)
 
 
 def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float) -> Iterator[Event]:
@@ -117,6 +153,7 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
         constraint=model.constraints.start(grammar) if grammar is not None else None,
         top_logprobs=task.logprobs,
         agent=task.agent,
+        cache_key=cache_key(model, task, tokens),
     )
     events = _text_events(llama, task, job, engine, stops, started, len(tokens))
     if calls_tools(task):

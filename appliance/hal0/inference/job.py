@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hal0.inference.prompt_cache import SHARED, CacheKey
 from hal0.inference.sampling import Sampling, build_sampler, greedy_token, is_plain_greedy, logits_row, token_logprobs
 from hal0.inference.task import FinishReason
 
@@ -64,6 +65,7 @@ class TokenJob:
     constraint: Constraint | None = None  # built on the request's thread, used on the decoding one
     top_logprobs: int | None = None  # None: no logprobs
     agent: str | None = None  # who sent it: the batched engine offers it the slot it last used
+    cache_key: CacheKey = SHARED  # whose cached KV it may reuse (models[].prompt_cache_scope)
     finish: FinishReason = FinishReason.STOP
     first_token_at: float | None = None
     # The batched engine's hand-over (see BatchScheduler): tokens out, and the reader's "enough".

@@ -12,9 +12,13 @@ levels keep that work:
   state is saved there first (llama.cpp's per-sequence state API), and restored into a sequence when
   a prompt sharing a longer prefix with it comes back.
 
-Matching is by tokens only, so a cached state is only reused for a request that sent the same
-tokens itself: nothing crosses between agents that the agent did not send. A cache belongs to one
-loaded model instance (one llama.cpp context): an unload or a reload drops it with the context.
+Matching is by tokens, within a scope (`CacheKey`, from `models[].prompt_cache_scope`): a request
+reuses KV only from a sequence or state its own agent (or persona, or anyone: the wider scopes)
+produced, plus, from others of its persona, the persona's configured system prompt, which is config
+and not a secret. Reusing someone else's KV tells the reader (by its speed, by the metrics) that the
+someone sent those tokens: a cache shared across agents is an oracle on what they sent. A cache
+belongs to one loaded model instance (one llama.cpp context): an unload or a reload drops it with the
+context.
 
 Sliding-window attention (Gemma 3's local layers): without `swa_full` llama.cpp keeps only the last
 window (plus a micro-batch) of positions of those layers, so a prefix much shorter than what the
@@ -71,6 +75,31 @@ class PromptObserver(Protocol):
     def prompt_cache_size(self, size: CacheSize) -> None: ...
 
 
+@dataclass(frozen=True)
+class CacheKey:
+    """Whose KV a sequence holds, and what of it another request may reuse.
+
+    A request reuses everything a sequence holds when the sequence's owner is its own (or its key
+    is SHARED: one cache for all); from another owner of its `group` (a persona) only the first
+    `public` tokens both hold (that persona's configured system prompt); from anyone else nothing.
+    """
+
+    owner: str | None = None  # None: the shared scope
+    group: str | None = None
+    public: int = 0  # leading prompt tokens that are public to `group`
+
+    def reusable(self, held: CacheKey) -> int | None:
+        """How many leading tokens of a sequence held under `held` this request may reuse; None: all."""
+        if self.owner is None or held.owner == self.owner:
+            return None
+        if self.group is not None and held.group == self.group:
+            return min(self.public, held.public)
+        return 0
+
+
+SHARED = CacheKey()
+
+
 def as_tokens(tokens: Sequence[int] | numpy.ndarray) -> numpy.ndarray:
     return numpy.asarray(tokens, dtype=numpy.int32)
 
@@ -84,11 +113,12 @@ def common_prefix(held: numpy.ndarray, prompt: numpy.ndarray) -> int:
     return int(differ[0]) if len(differ) else n
 
 
-def usable_prefix(held: numpy.ndarray, prompt: numpy.ndarray, pos_min: int, n_swa: int) -> int:
+def usable_prefix(held: numpy.ndarray, prompt: numpy.ndarray, pos_min: int, n_swa: int, limit: int | None = None) -> int:
     """How many of `prompt`'s tokens a sequence holding `held` (its lowest cached position `pos_min`)
     can serve: the common prefix, less the prompt's last token (always decoded again, for fresh
-    logits), or 0 when sliding-window layers no longer hold what the next position attends to."""
-    same = min(common_prefix(held, prompt), len(prompt) - 1)
+    logits), at most `limit` (what the request's CacheKey allows), or 0 when sliding-window layers no
+    longer hold what the next position attends to."""
+    same = min(common_prefix(held, prompt), len(prompt) - 1, len(prompt) if limit is None else limit)
     if same <= 0:
         return 0
     # The token at position `same` attends to the cells p with same - p < n_swa (llama.cpp's
@@ -111,6 +141,7 @@ class _Entry:
     state: Any  # ctypes uint8 array from llama_state_seq_get_data
     size: int
     pos_min: int  # the lowest position it holds once restored (see restored_pos_min)
+    key: CacheKey = SHARED  # whose it is: who may reuse what of it
 
 
 class RamCache:
@@ -133,27 +164,30 @@ class RamCache:
     def size(self) -> CacheSize:
         return CacheSize(self.bytes, len(self._entries))
 
-    def best(self, prompt: numpy.ndarray, better_than: int) -> tuple[_Entry, int] | None:
-        """The entry serving the longest prefix of `prompt`, if longer than `better_than`, and that length."""
+    def best(self, prompt: numpy.ndarray, better_than: int, key: CacheKey = SHARED) -> tuple[_Entry, int] | None:
+        """The entry serving the longest prefix of `prompt` that `key` may reuse, if longer than
+        `better_than`, and that length."""
         found: tuple[_Entry, int] | None = None
         for entry in self._entries.values():
-            same = usable_prefix(entry.tokens, prompt, entry.pos_min, self.n_swa)
+            same = usable_prefix(entry.tokens, prompt, entry.pos_min, self.n_swa, key.reusable(entry.key))
             if same > (found[1] if found else better_than):
                 found = (entry, same)
         return found
 
-    def save(self, ctx: Any, seq: int, tokens: numpy.ndarray, pos_min: int) -> bool:
-        """Copy sequence `seq` (holding exactly `tokens`) into the cache; False if it does not fit."""
+    def save(self, ctx: Any, seq: int, tokens: numpy.ndarray, pos_min: int, key: CacheKey = SHARED) -> bool:
+        """Copy sequence `seq` (holding exactly `tokens`, produced under `key`) into the cache; False
+        if it does not fit. Only entries of the same key stand in for one another: whether another
+        agent's entry holds these tokens must change nothing this agent can see."""
         llama_cpp = self._llama_cpp
-        if any(common_prefix(entry.tokens, tokens) == len(tokens) for entry in self._entries.values()):
+        if any(entry.key == key and common_prefix(entry.tokens, tokens) == len(tokens) for entry in self._entries.values()):
             return False  # an entry already holds all of it (and maybe more)
         size = int(llama_cpp.llama_state_seq_get_size(ctx, seq))
         if size <= 0 or size > self.limit_bytes:
             return False
         # Entries this one contains are of no further use: any prompt they serve, this serves as well.
-        for key, entry in list(self._entries.items()):
-            if common_prefix(entry.tokens, tokens) == len(entry.tokens):
-                self._drop(key)
+        for index, entry in list(self._entries.items()):
+            if entry.key == key and common_prefix(entry.tokens, tokens) == len(entry.tokens):
+                self._drop(index)
         while self._entries and self.bytes + size > self.limit_bytes:
             self._drop(next(iter(self._entries)))
         state = (ctypes.c_uint8 * size)()
@@ -161,7 +195,7 @@ class RamCache:
         if written != size:
             log.warning("prompt cache: saving sequence %d wrote %d of %d bytes; not cached", seq, written, size)
             return False
-        entry = _Entry(tokens.copy(), state, size, restored_pos_min(len(tokens), pos_min, self.n_swa))
+        entry = _Entry(tokens.copy(), state, size, restored_pos_min(len(tokens), pos_min, self.n_swa), key)
         self._entries[id(entry)] = entry
         self.bytes += size
         return True
@@ -203,38 +237,39 @@ class PromptCache:
     def pos_min(self, seq: int) -> int:
         return int(self._llama_cpp.llama_memory_seq_pos_min(self._memory, seq))
 
-    def usable(self, seq: int, held: numpy.ndarray, prompt: numpy.ndarray) -> int:
-        """How many of `prompt`'s tokens sequence `seq`, holding `held`, would serve."""
-        return usable_prefix(held, prompt, self.pos_min(seq), self.n_swa) if len(held) else 0
+    def usable(self, seq: int, held: numpy.ndarray, prompt: numpy.ndarray, limit: int | None = None) -> int:
+        """How many of `prompt`'s tokens sequence `seq`, holding `held`, would serve (at most `limit`)."""
+        return usable_prefix(held, prompt, self.pos_min(seq), self.n_swa, limit) if len(held) else 0
 
-    def prepare(self, seq: int, held: numpy.ndarray, prompt: numpy.ndarray) -> int:
-        """Make sequence `seq`, whose KV holds exactly `held`, ready to read `prompt`.
+    def prepare(self, seq: int, held: numpy.ndarray, prompt: numpy.ndarray, held_key: CacheKey = SHARED, key: CacheKey = SHARED) -> int:
+        """Make sequence `seq`, whose KV holds exactly `held` (produced under `held_key`), ready to
+        read `prompt` for a request under `key`.
 
         Returns how many leading prompt tokens it now holds (its KV is trimmed to them, fewer than
-        the prompt): the caller decodes the rest. On any failure the sequence is cleared and 0
-        returned, so what the caller records always matches the KV.
+        the prompt, and no more than `key` may reuse): the caller decodes the rest. On any failure
+        the sequence is cleared and 0 returned, so what the caller records always matches the KV.
         """
         llama_cpp, memory = self._llama_cpp, self._memory
         pos_min = self.pos_min(seq) if len(held) else -1
-        keep = usable_prefix(held, prompt, pos_min, self.n_swa) if len(held) else 0
+        keep = usable_prefix(held, prompt, pos_min, self.n_swa, key.reusable(held_key)) if len(held) else 0
         lost = len(held) - keep
         lookup: RamLookup | None = None
         found = None
         # Only a sequence that is empty or would lose content asks the RAM cache: one the prompt
         # extends already serves all the prompt's past.
         if self.ram.enabled and keep < len(prompt) - 1 and (lost > 0 or not len(held)):
-            found = self.ram.best(prompt, keep)
+            found = self.ram.best(prompt, keep, key)
             lookup = "hit" if found else "miss"
             if found:
                 lost = len(held)  # a restore replaces all of it
         if self.ram.enabled and lost >= SAVE_MIN_LOST:
-            self.ram.save(self._ctx, seq, held, pos_min)
+            self.ram.save(self._ctx, seq, held, pos_min, held_key)
         if found:
             entry, same = found
             llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
             # What the restore really kept decides, whatever was expected of it.
             restored = self.ram.restore(self._ctx, entry, seq)
-            keep = same if restored and usable_prefix(entry.tokens, prompt, self.pos_min(seq), self.n_swa) == same else 0
+            keep = same if restored and usable_prefix(entry.tokens, prompt, self.pos_min(seq), self.n_swa, key.reusable(entry.key)) == same else 0
         if keep == 0 or not llama_cpp.llama_memory_seq_rm(memory, seq, keep, -1):
             # Removing a whole sequence never fails; a partial removal may (recurrent models).
             llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)

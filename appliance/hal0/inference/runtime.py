@@ -174,7 +174,7 @@ class ModelRuntime:
             llama = Llama(**kwargs)
             engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self))
             self._single = engine
-            self._loaded = LoadedModel(llama, template_for(llama), engine)
+            self._loaded = LoadedModel(llama, template_for(llama), engine, self.config.prompt_cache_scope)
             return llama
         # The Llama serves tokenizer, metadata and chat template; the scheduler's own context
         # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
@@ -192,18 +192,20 @@ class ModelRuntime:
             observer=_EngineReporter(self),
             prompt_observer=_EngineReporter(self),
         )
-        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler))
+        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler), self.config.prompt_cache_scope)
         return llama
 
     async def unload(self) -> None:
         async with self.admission.exclusive():  # after every running request, before those waiting
             llama, scheduler, single = self._llama, self._scheduler, self._single
+            constraints = self._loaded.constraints if self._loaded is not None else None
             self._llama = self._scheduler = self._single = self._loaded = None
             self.state = ModelState.UNLOADED
-            await asyncio.get_running_loop().run_in_executor(self._executor, _close, single, scheduler, llama, self._embedder)
+            # The constraint engine first: its thread may still be reading the vocabulary the Llama frees.
+            await asyncio.get_running_loop().run_in_executor(self._executor, _close, constraints, single, scheduler, llama, self._embedder)
 
     def close(self) -> None:
-        _close(self._single, self._scheduler, self._llama, self._embedder)
+        _close(self._loaded.constraints if self._loaded is not None else None, self._single, self._scheduler, self._llama, self._embedder)
         self._llama = self._scheduler = self._single = self._loaded = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._requests is not None:

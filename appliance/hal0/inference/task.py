@@ -83,6 +83,10 @@ class Task:
     # "auto": a thinking model's reasoning block comes back as ReasoningDelta events (reasoning.py);
     # "none": the reply as the model wrote it, markers and all (llama-server's --reasoning-format).
     reasoning_format: str = "auto"
+    # The persona the agent runs under, and how many leading `messages` are its configured system
+    # prompt: config, not the caller's words, so the persona's other agents may reuse its cached KV.
+    persona: str | None = None
+    public_messages: int = 0
 
 
 @dataclass(frozen=True)

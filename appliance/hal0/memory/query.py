@@ -25,12 +25,17 @@ def has_words(text: str) -> bool:
     return _WORD.search(text) is not None
 
 
-def fts_query(text: str) -> str:
+def query_words(text: str) -> list[str]:
+    """The words of a recall, each an FTS5 phrase of its own, in order, without repeats."""
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidInputError(f"q is longer than {MAX_QUERY_CHARS} characters", "q")
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(text)))[:MAX_TERMS]
     if not words:
         raise InvalidInputError("q has no searchable words (letters or digits)", "q")
+    return words
+
+
+def fts_query(words: list[str]) -> str:
     return " OR ".join(f'"{word}"' for word in words)
 
 

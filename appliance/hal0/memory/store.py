@@ -1,7 +1,8 @@
 """The namespaced memory store over SQLite (WAL) with FTS5 full-text search.
 
 Every public method takes the namespace first and every statement filters on it, so isolation
-is a property of this one file rather than of each caller. One connection serves all threads
+is a property of this one file rather than of each caller. Search ranks by BM25 computed over the
+caller's namespace alone (ranking.py), never over the index all namespaces share. One connection serves all threads
 under a lock: memory operations are short and the lock keeps SQLite's single writer simple.
 """
 
@@ -15,11 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hal0.memory import ranking
 from hal0.memory.errors import InvalidInputError, ItemNotFoundError, LimitExceededError
 from hal0.memory.model import Item, Limits, Page, clean_tags, page_size
-from hal0.memory.query import decode_cursor, encode_cursor, fts_query
+from hal0.memory.query import decode_cursor, encode_cursor, fts_query, query_words
 from hal0.store import Migration, connect, migrate
 
+# How migration 1 made items_fts split text into tokens; a recall's words are split the same way
+# (MemoryStore._phrases), so they name the index's own terms.
+TOKENIZE = "unicode61 remove_diacritics 2"
 MIGRATIONS = (
     Migration(
         1,
@@ -63,8 +68,8 @@ MIGRATIONS = (
 
 _COLUMNS = "items.seq, items.id, items.text, items.tags, items.metadata, items.created, items.updated"
 _TAG_FILTER = " AND EXISTS (SELECT 1 FROM item_tags t WHERE t.namespace = items.namespace AND t.tag = ? AND t.seq = items.seq)"
-# bm25 column weights: a word in the text counts twice a word in the tags.
-_RANK = "bm25(items_fts, 2.0, 1.0)"
+# BM25 column weights: a word in the text counts twice a word in the tags.
+_WEIGHTS = {"text": 2.0, "tags": 1.0}
 
 
 class MemoryStore:
@@ -73,10 +78,18 @@ class MemoryStore:
         self._conn = connect(self.path)
         self._lock = threading.Lock()
         migrate(self._conn, MIGRATIONS)
+        # Each token occurrence of the index, by term: the hits the ranking counts, per namespace.
+        with self._conn:
+            self._conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.items_vocab USING fts5vocab(main, items_fts, instance)")
+        # A scratch index with the same tokenizer, to split a recall's words exactly as items_fts does.
+        self._words = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._words.execute(f"CREATE VIRTUAL TABLE words USING fts5(word, tokenize='{TOKENIZE}')")
+        self._words.execute("CREATE VIRTUAL TABLE words_vocab USING fts5vocab(words, instance)")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._words.close()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -184,24 +197,68 @@ class MemoryStore:
 
     def search(self, namespace: str, q: str, *, tag: str | None = None, limit: int | None = None,
                cursor: str | None = None) -> Page:
-        """Best BM25 match first; the cursor is an offset into the ranking."""
+        """Best BM25 match first, ranked within the namespace; the cursor is an offset into the ranking."""
         size = page_size(limit)
         offset = decode_cursor(cursor, "search") or 0
-        sql = (
-            f"SELECT {_COLUMNS}, {_RANK} AS score FROM items_fts JOIN items ON items.seq = items_fts.rowid "  # noqa: S608
-            "WHERE items_fts MATCH ? AND items.namespace = ?"
-        )
-        args: list[Any] = [fts_query(q), namespace]
+        words = query_words(q)
+        # CROSS JOIN: the index first; SQLite would otherwise walk the whole namespace and probe it per row.
+        sql = "SELECT items.seq FROM items_fts CROSS JOIN items ON items.seq = items_fts.rowid WHERE items_fts MATCH ? AND items.namespace = ?"
+        args: list[Any] = [fts_query(words), namespace]
         if tag is not None:
             sql += _TAG_FILTER
             args.append(_one_tag(tag))
-        sql += " ORDER BY score, items.seq DESC LIMIT ? OFFSET ?"
-        args += [size + 1, offset]
         with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
-        more = len(rows) > size
-        rows = rows[:size]
-        return Page([_item(row) for row in rows], encode_cursor("search", offset + size) if more else None)
+            matched = [row[0] for row in self._conn.execute(sql, args)]
+            if not matched:
+                return Page([], None)
+            phrases = self._phrases(words)
+            hits = [self._hits(namespace, phrase) for phrase in phrases]
+            lengths = {
+                row[0]: ranking.sizes_of(row[1])
+                for row in self._conn.execute(
+                    "SELECT d.id, d.sz FROM items JOIN items_fts_docsize d ON d.id = items.seq WHERE items.namespace = ?", (namespace,)
+                )
+            }
+            scores = ranking.scores(matched, hits, lengths)
+            ranked = sorted(matched, key=lambda seq: (scores[seq], -seq))[offset : offset + size + 1]
+            more = len(ranked) > size
+            ranked = ranked[:size]
+            marks = ",".join("?" * len(ranked))
+            rows = {row["seq"]: row for row in self._conn.execute(f"SELECT {_COLUMNS} FROM items WHERE items.seq IN ({marks})", ranked)}  # noqa: S608 - placeholders only
+        return Page(
+            [_item(rows[seq], scores[seq]) for seq in ranked if seq in rows],
+            encode_cursor("search", offset + size) if more else None,
+        )
+
+    def _phrases(self, words: list[str]) -> list[list[str]]:
+        """Each word's tokens, split by the index's own tokenizer (a word may be several, or none)."""
+        self._words.execute("DELETE FROM words")
+        self._words.executemany("INSERT INTO words (rowid, word) VALUES (?, ?)", enumerate(words))
+        phrases: list[list[str]] = [[] for _ in words]
+        for doc, term in self._words.execute("SELECT doc, term FROM words_vocab ORDER BY doc, offset"):
+            phrases[doc].append(term)
+        return phrases
+
+    def _hits(self, namespace: str, tokens: list[str]) -> dict[int, float]:
+        """The phrase's weighted hit count in each item of the namespace that holds it."""
+        if len(tokens) != 1:  # a word the tokenizer splits (foo_bar): its tokens must follow one another
+            return ranking.phrase_hits([self._instances(namespace, token) for token in tokens], _WEIGHTS)
+        hits: dict[int, float] = {}
+        rows = self._conn.execute(
+            "SELECT v.doc, v.col, count(*) FROM temp.items_vocab v CROSS JOIN items ON items.seq = v.doc "
+            "WHERE v.term = ? AND items.namespace = ? GROUP BY v.doc, v.col",
+            (tokens[0], namespace),
+        )
+        for row, column, count in rows:
+            hits[row] = hits.get(row, 0.0) + _WEIGHTS.get(column, 1.0) * count
+        return hits
+
+    def _instances(self, namespace: str, token: str) -> list[ranking.Instance]:
+        rows = self._conn.execute(
+            "SELECT v.doc, v.col, v.offset FROM temp.items_vocab v CROSS JOIN items ON items.seq = v.doc WHERE v.term = ? AND items.namespace = ?",
+            (token, namespace),
+        )
+        return [ranking.Instance(row[0], row[1], row[2]) for row in rows]
 
     def _row(self, namespace: str, item_id: str) -> sqlite3.Row:
         sql = f"SELECT {_COLUMNS} FROM items WHERE items.id = ? AND items.namespace = ?"  # noqa: S608 - constant SQL fragments only; values are bound
@@ -211,8 +268,7 @@ class MemoryStore:
         return row
 
 
-def _item(row: sqlite3.Row) -> Item:
-    keys = row.keys()
+def _item(row: sqlite3.Row, score: float | None = None) -> Item:
     return Item(
         id=row["id"],
         text=row["text"],
@@ -220,7 +276,7 @@ def _item(row: sqlite3.Row) -> Item:
         metadata=json.loads(row["metadata"]) if row["metadata"] is not None else None,
         created=row["created"],
         updated=row["updated"],
-        score=row["score"] if "score" in keys else None,
+        score=score,
     )
 
 
