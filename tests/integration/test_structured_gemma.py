@@ -64,3 +64,22 @@ def test_an_agent_output_type_on_gemma(gemma_server: Server) -> None:
                   output_type=Measurement, model_settings=ModelSettings(temperature=0, max_tokens=300))
     result = asyncio.run(asyncio.wait_for(Runner.run(agent, "The ratio was about one, the score 3.5, and 42 items."), 600))
     assert isinstance(result.final_output, Measurement)
+
+
+def test_a_model_unloaded_while_its_vocabulary_is_read_closes_cleanly(gemma: Path) -> None:
+    """The constraint engine reads a 262k vocabulary on a thread of its own from load on; freeing the
+    Llama under it crashed the process (llama-vocab.cpp: invalid token size). Closing it first waits."""
+    import subprocess
+    import sys
+
+    script = (
+        "from llama_cpp import Llama\n"
+        "from hal0.inference.constraint import Constraints\n"
+        f"llama = Llama({str(gemma)!r}, vocab_only=True, verbose=False)\n"
+        "constraints = Constraints(llama._model)\n"
+        "constraints.close()\n"
+        "llama.close()\n"
+        "print('closed')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "closed" in done.stdout, done.stderr[-2000:]
