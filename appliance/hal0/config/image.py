@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hal0.config.errors import ConfigError, ConfigIssue, CrossFieldError
-from hal0.config.loader import _validation_issues, read_source
+from hal0.config.loader import read_source, validation_issues
 from hal0.config.models import MODEL_ID_PATTERN
 from hal0.config.yaml_source import parse_yaml
 
@@ -135,7 +135,7 @@ def load_image_text(text: str, source: str) -> ImageSpec:
     try:
         return ImageSpec.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_validation_issues(error, document, source, {}, root=ImageSpec)) from None
+        raise ConfigError(validation_issues(error, document, source, {}, root=ImageSpec)) from None
 
 
 def load_image(path: str | os.PathLike[str]) -> ImageSpec:

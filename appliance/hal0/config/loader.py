@@ -166,7 +166,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path:
     return tuple(path)
 
 
-def _validation_issues(
+def validation_issues(
     error: ValidationError, document: YamlDocument, source: str, env_sources: dict[Path, str], root: type[BaseModel] = Hal0Config
 ) -> list[ConfigIssue]:
     """pydantic's errors as operator-facing issues with file:line:col (`root`: the model validated, Hal0Config by default)."""
@@ -226,7 +226,7 @@ def load_text(text: str, source: str, environ: Mapping[str, str] | None = None, 
     try:
         config = Hal0Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_validation_issues(error, document, source, env_sources)) from None
+        raise ConfigError(validation_issues(error, document, source, env_sources)) from None
     if check_files:
         missing = []
         for index, model in enumerate(config.models):

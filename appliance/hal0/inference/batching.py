@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy
 
+from hal0.inference.backend import close_context, context_pointer, model_of, new_context
 from hal0.inference.job import TokenJob, TokenStep
 from hal0.inference.prompt_cache import SHARED, CacheKey, PromptCache, PromptObserver, as_tokens
 from hal0.inference.task import FinishReason
@@ -84,12 +85,10 @@ class BatchScheduler:
         prompt_observer: PromptObserver | None = None,
     ) -> None:
         import llama_cpp
-        from llama_cpp import _internals
 
         self._llama_cpp = llama_cpp
-        self._internals = _internals
-        self._model = llama._model
-        self._vocab = llama._model.vocab
+        self._llama_model = model_of(llama)
+        self._vocab = self._llama_model.vocab
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_slots = n_slots
         self.slot_ctx = slot_ctx
@@ -105,11 +104,12 @@ class BatchScheduler:
         # long conversation can never use up the cache of the others.
         params.kv_unified = False
         params.embeddings = False
-        self._ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
-        self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._context = new_context(self._llama_model, params)
+        self._ctx_ptr = context_pointer(self._context)
+        self._memory = llama_cpp.llama_get_memory(self._ctx_ptr)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(seq) for seq in range(n_slots)]
-        self._cache = PromptCache(self._ctx.ctx, self._model.model, prompt_cache_bytes, prompt_observer)
+        self._cache = PromptCache(self._ctx_ptr, self._llama_model.model, prompt_cache_bytes, prompt_observer)
         self._admissions = 0
         self._inbox: queue.SimpleQueue[TokenJob | None] = queue.SimpleQueue()
         self._closing = False
@@ -118,8 +118,8 @@ class BatchScheduler:
 
     @property
     def model(self) -> Any:
-        """The `_internals.LlamaModel` the slots run (its vocabulary, for the engine)."""
-        return self._model
+        """The llama-cpp-python model the slots run (backend.model_of: its vocabulary, for the engine)."""
+        return self._llama_model
 
     @property
     def busy_slots(self) -> int:
@@ -152,7 +152,7 @@ class BatchScheduler:
             self._llama_cpp.llama_batch_free(self._batch)
             self._batch = None
         self._cache.clear()  # the states belong to this context: they go with it
-        self._ctx.close()
+        close_context(self._context)
 
     # --- the scheduler thread -------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class BatchScheduler:
         slot.used = self._admissions
         slot.tokens = list(request.prompt[:keep])
         slot.staged = []
-        slot.step = TokenStep(request, self._model, self._n_vocab, self._default_seed)
+        slot.step = TokenStep(request, self._llama_model, self._n_vocab, self._default_seed)
         slot.pending = list(request.prompt[keep:])
         slot.n_past = keep
         slot.last = None
@@ -241,7 +241,7 @@ class BatchScheduler:
         if n == 0:
             return
         batch.n_tokens = n
-        code = self._llama_cpp.llama_decode(self._ctx.ctx, batch)
+        code = self._llama_cpp.llama_decode(self._ctx_ptr, batch)
         if code != 0:
             # What a failed decode left in the KV is unknown: every slot in the batch ends and is cleared.
             error = RuntimeError(f"llama_decode returned {code}")
@@ -276,7 +276,7 @@ class BatchScheduler:
     def _sample(self, slot: _Slot) -> None:
         request, step = slot.request, slot.step
         assert request is not None and step is not None
-        sampled = step.sample(self._ctx.ctx, slot.logits_at)
+        sampled = step.sample(self._ctx_ptr, slot.logits_at)
         if isinstance(sampled, FinishReason):
             self._finish(slot, END, sampled)
             return

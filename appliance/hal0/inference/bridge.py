@@ -29,7 +29,7 @@ class Generation:
     generation's metrics are recorded, whatever the dialect or engine)."""
 
     def __init__(self, model: LoadedModel, task: Task, worker: Executor, record: Callable[[Finish], None]) -> None:
-        self._model = model
+        self._loaded = model
         self._task = task
         self._worker = worker
         self._record = record
@@ -50,7 +50,7 @@ class Generation:
 
         def produce() -> None:
             try:
-                for event in run(self._model, self._task, self._cancel, started):
+                for event in run(self._loaded, self._task, self._cancel, started):
                     if isinstance(event, Finish):
                         self.finish = event
                         self._record(event)

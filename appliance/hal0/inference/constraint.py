@@ -282,7 +282,7 @@ class Constraints:
     def __init__(self, model: Any) -> None:
         import llama_cpp
 
-        self._model = model
+        self._llama_model = model
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
         self._tokenizer: Any = None
         self._error: BaseException | None = None
@@ -293,7 +293,7 @@ class Constraints:
 
     def _build(self) -> None:
         try:
-            self._tokenizer = _tokenizer_of(self._model)
+            self._tokenizer = _tokenizer_of(self._llama_model)
         except (RuntimeError, ValueError, OSError) as error:  # reported to every request that needs it
             self._error = error
         finally:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from hal0.inference.backend import context_of, model_of
 from hal0.inference.batching import END, ERROR, BatchScheduler
 from hal0.inference.job import Sampled, TokenJob, TokenStep
 from hal0.inference.prompt_cache import SHARED, CacheKey, PromptCache, PromptObserver, as_tokens
@@ -47,7 +48,7 @@ class SingleEngine:
         self._llama = llama
         self._n_vocab = llama.n_vocab()
         self._default_seed = default_seed
-        self._cache = PromptCache(llama._ctx.ctx, llama._model.model, prompt_cache_bytes, observer)
+        self._cache = PromptCache(context_of(llama), model_of(llama).model, prompt_cache_bytes, observer)
         self._held_key = SHARED  # whose request left sequence 0's KV
 
     @property
@@ -57,8 +58,8 @@ class SingleEngine:
     def generate(self, job: TokenJob) -> Iterator[Sampled]:
         llama = self._llama
         rest = self._reuse_prefix(job.prompt, job.cache_key)
-        step = TokenStep(job, llama._model, self._n_vocab, self._default_seed)
-        ctx = llama._ctx.ctx
+        step = TokenStep(job, model_of(llama), self._n_vocab, self._default_seed)
+        ctx = context_of(llama)
         try:
             self._eval(rest)
             while True:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hal0.config.models import PromptCacheScope
+from hal0.inference.backend import model_of
 from hal0.inference.constraint import Constraints, Grammar, schema_grammar, text_grammar
 from hal0.inference.engines import Engine
 from hal0.inference.job import Sampled, TokenJob
@@ -36,13 +37,13 @@ class LoadedModel:
     constraints: Constraints = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "constraints", Constraints(self.llama._model))
+        object.__setattr__(self, "constraints", Constraints(model_of(self.llama)))
 
 
 def prompt_tokens(llama: Any, prompt: str) -> list[int]:
     # As llama-cpp-python's _create_completion: text gets the model's BOS (and EOS) when its
     # tokenizer says so.
-    model = llama._model
+    model = model_of(llama)
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) if prompt else []
     bos = model.token_cls() if model.token_cls() != -1 else model.token_bos()
     if model.add_bos_token() and bos != -1:

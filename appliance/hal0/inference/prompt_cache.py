@@ -228,7 +228,7 @@ class PromptCache:
         import llama_cpp
 
         self._llama_cpp = llama_cpp
-        self._ctx = ctx
+        self._context = ctx
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         self.ram = RamCache(limit_bytes, self.n_swa)
@@ -263,12 +263,12 @@ class PromptCache:
             if found:
                 lost = len(held)  # a restore replaces all of it
         if self.ram.enabled and lost >= SAVE_MIN_LOST:
-            self.ram.save(self._ctx, seq, held, pos_min, held_key)
+            self.ram.save(self._context, seq, held, pos_min, held_key)
         if found:
             entry, same = found
             llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
             # What the restore really kept decides, whatever was expected of it.
-            restored = self.ram.restore(self._ctx, entry, seq)
+            restored = self.ram.restore(self._context, entry, seq)
             keep = same if restored and usable_prefix(entry.tokens, prompt, self.pos_min(seq), self.n_swa, key.reusable(entry.key)) == same else 0
         if keep == 0 or not llama_cpp.llama_memory_seq_rm(memory, seq, keep, -1):
             # Removing a whole sequence never fails; a partial removal may (recurrent models).

@@ -48,12 +48,13 @@ def greedy_token(logits: numpy.ndarray, bias: dict[int, float] | None) -> int:
 
 
 def build_sampler(n_vocab: int, sampling: Sampling, default_seed: int | None) -> Any:
-    """A llama.cpp sampler chain (an `_internals.LlamaSampler`; the caller closes it). An output
+    """A llama.cpp sampler chain (backend.new_sampler; the caller closes it). An output
     constraint is not part of it: the constraint masks the logits before the chain samples."""
     import llama_cpp
-    from llama_cpp import _internals
 
-    sampler = _internals.LlamaSampler()
+    from hal0.inference.backend import new_sampler
+
+    sampler = new_sampler()
     if sampling.logit_bias:
         sampler.add_logit_bias(n_vocab, sampling.logit_bias)
     if sampling.penalised:

@@ -9,14 +9,14 @@ class TextStream:
     """Feed token ids, get the text that is final so far and whether a stop string matched."""
 
     def __init__(self, model: Any, stops: list[str]) -> None:
-        self._model = model
+        self._llama = model
         self._stops = stops
         self._bytes = b""
         self._held = ""
         self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, token: int) -> tuple[str, bool]:
-        self._bytes += self._model.detokenize([token], special=False)
+        self._bytes += self._llama.detokenize([token], special=False)
         try:
             fresh = self._bytes.decode("utf-8")
             self._bytes = b""
