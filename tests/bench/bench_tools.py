@@ -33,9 +33,14 @@ from tests.bench.bench_agents import find_llama_server, start_llama_server
 from tests.bench.common import GEMMA, SETTLE_S, Process, start_hal0, summary, write_result
 
 ASK = [{"role": "user", "content": "Write a long story about a lighthouse keeper and her cat."}]
+# Long enough to measure a rate over: at least four chapters of some length (an empty list would end
+# the constrained reply after a few tokens).
 STORY = {
     "type": "object",
-    "properties": {"title": {"type": "string", "maxLength": 60}, "chapters": {"type": "array", "items": {"type": "string"}, "maxItems": 8}},
+    "properties": {
+        "title": {"type": "string", "maxLength": 60},
+        "chapters": {"type": "array", "items": {"type": "string", "minLength": 80}, "minItems": 4, "maxItems": 8},
+    },
     "required": ["title", "chapters"],
     "additionalProperties": False,
 }
