@@ -83,7 +83,7 @@ def _call_delta(event: ToolCallDelta) -> dict[str, Any]:
     return {"index": event.index, "function": {"arguments": event.arguments}}
 
 
-class _ChatChunks(_Chunks):
+class ChatChunks(_Chunks):
     def __init__(self, model: str, include_usage: bool, logprobs: bool) -> None:
         super().__init__(model, "chat.completion.chunk", "chatcmpl", include_usage)
         self.started = False
@@ -125,7 +125,7 @@ def _text_logprobs(items: list[TokenLogprob], offset: int) -> dict[str, Any]:
     }
 
 
-class _TextChunks(_Chunks):
+class TextChunks(_Chunks):
     def __init__(self, model: str, include_usage: bool, logprobs: bool) -> None:
         super().__init__(model, "text_completion", "cmpl", include_usage)
         self.logprobs = logprobs
@@ -198,7 +198,7 @@ async def chat_completions(request: Request) -> Response:
         reasoning_format="none" if body.reasoning_format == "none" else "auto",
     )
     if body.stream:
-        return await start_stream(request, runtime, task, _ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
+        return await start_stream(request, runtime, task, ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
     events = await run_to_completion(request, runtime, task)
     finish = finish_of(events)
     meta = _Chunks(runtime.id, "chat.completion", "chatcmpl", False).meta
@@ -235,7 +235,7 @@ async def completions(request: Request) -> Response:
         **cache_fields(request),
     )
     if body.stream:
-        return await start_stream(request, runtime, task, _TextChunks(runtime.id, body.include_usage, body.logprobs is not None))
+        return await start_stream(request, runtime, task, TextChunks(runtime.id, body.include_usage, body.logprobs is not None))
     events = await run_to_completion(request, runtime, task)
     finish = finish_of(events)
     meta = _Chunks(runtime.id, "text_completion", "cmpl", False).meta
