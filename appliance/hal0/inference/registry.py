@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from hal0.config.models import ModelConfig
 from hal0.inference.runtime import ModelRuntime
@@ -15,8 +15,10 @@ class UnknownModel(LookupError):
 
 
 class ModelRegistry:
-    def __init__(self, models: Iterable[ModelConfig], *, verbose: bool = False) -> None:
-        self._runtimes = {model.id: ModelRuntime(model, verbose=verbose) for model in models}
+    def __init__(self, models: Iterable[ModelConfig], *, verbose: bool = False,
+                 runtime: Callable[..., ModelRuntime] = ModelRuntime) -> None:
+        # `runtime` makes each model's runtime: ModelRuntime, or in tests one whose load needs no GGUF file.
+        self._runtimes = {model.id: runtime(model, verbose=verbose) for model in models}
         self._default = next((model.id for model in models if model.default), next(iter(self._runtimes)))
 
     def __iter__(self):  # noqa: ANN204 - iterator of runtimes
