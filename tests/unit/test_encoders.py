@@ -88,15 +88,15 @@ def test_chat_logprobs_when_asked() -> None:
 # ---- completions chunks ------------------------------------------------------------------------
 
 def test_text_chunks_carry_text_skip_other_events_and_count_logprob_offsets() -> None:
-    second = TokenLogprob("!", b"!", -0.1)
+    bang, query = TokenLogprob("!", b"!", -0.1), TokenLogprob("?", b"?", -0.2)
     encode = TextChunks("m", include_usage=True, logprobs=True)
-    chunks = frames(encode, [TextDelta("Hi", (LOGPROB,)), ReasoningDelta("ignored"), CALLS[0], TextDelta(""), TextDelta("!", (second,)),
+    chunks = frames(encode, [TextDelta("Hi!", (LOGPROB, bang)), ReasoningDelta("ignored"), CALLS[0], TextDelta(""), TextDelta("?", (query,)),
                              finish(FinishReason.LENGTH)])
-    assert [chunk["choices"][0]["text"] for chunk in chunks[:-1]] == ["Hi", "!", ""]
+    assert [chunk["choices"][0]["text"] for chunk in chunks[:-1]] == ["Hi!", "?", ""]
     assert [chunk["choices"][0]["finish_reason"] for chunk in chunks[:-1]] == [None, None, "length"]
-    assert chunks[0]["choices"][0]["logprobs"] == {"tokens": ["Hi"], "token_logprobs": [-0.5], "top_logprobs": [{"Hi": -0.5, "Yo": -1.5}],
-                                                   "text_offset": [0]}
-    assert chunks[1]["choices"][0]["logprobs"]["text_offset"] == [2]  # after the "Hi" already sent
+    assert chunks[0]["choices"][0]["logprobs"] == {"tokens": ["Hi", "!"], "token_logprobs": [-0.5, -0.1],
+                                                   "top_logprobs": [{"Hi": -0.5, "Yo": -1.5}, {}], "text_offset": [0, 2]}
+    assert chunks[1]["choices"][0]["logprobs"]["text_offset"] == [3]  # after the "Hi!" already sent
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 17
     assert {chunk["object"] for chunk in chunks} == {"text_completion"} and chunks[0]["id"].startswith("cmpl-")
 
