@@ -64,6 +64,7 @@ class Task:
     `tool_choice` is "none", "auto", "required" or a tool name (that tool must be called).
     `logprobs` is None (off) or how many alternatives to report per token (0-20).
     `deadline` is on the time.perf_counter() clock; reaching it ends the run like a stop.
+    `chat_template_kwargs` are extra variables for the model's chat template (`enable_thinking`, ...).
     """
 
     prompt: str | None = None
@@ -80,6 +81,7 @@ class Task:
     logprobs: int | None = None
     deadline: float = float("inf")
     agent: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
