@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-
 from hal0.inference.templates import JinjaTemplate, RenderError, TemplateError, check_system
 
 # Gemma 2's shape: no system role (it never reads a system turn's content).
@@ -46,7 +45,7 @@ def test_a_template_that_reads_content_as_parts_gets_parts() -> None:
 def test_globals_and_errors() -> None:
     template = JinjaTemplate("{{ strftime_now('%Y') }} {{ {'k': [1, 'ü']} | tojson(indent=2) }}{% if boom %}{{ raise_exception('no') }}{% endif %}")
     assert template([], kwargs={}).prompt == f'{datetime.datetime.now().year} {{\n  "k": [\n    1,\n    "ü"\n  ]\n}}'
-    with pytest.raises(RenderError, match="^no$"):
+    with pytest.raises(RenderError, match=r"^no$"):
         template([], kwargs={"boom": True})
     with pytest.raises(RenderError, match="SecurityError"):  # the sandbox is immutable
         JinjaTemplate("{% set l = [] %}{{ l.append(1) }}")([])
