@@ -47,8 +47,13 @@ def test_globals_and_errors() -> None:
     assert template([], kwargs={}).prompt == f'{datetime.datetime.now().year} {{\n  "k": [\n    1,\n    "ü"\n  ]\n}}'
     with pytest.raises(RenderError, match=r"^no$"):
         template([], kwargs={"boom": True})
-    with pytest.raises(RenderError, match="SecurityError"):  # the sandbox is immutable
-        JinjaTemplate("{% set l = [] %}{{ l.append(1) }}")([])
+    # What hal0 hands the template is immutable; the template's own lists are its to change (Kimi K2's append).
+    with pytest.raises(RenderError, match="SecurityError"):
+        JinjaTemplate("{{ messages.append(1) }}")([])
+    with pytest.raises(RenderError, match="SecurityError"):
+        JinjaTemplate("{{ messages[0].update({'role': 'system'}) }}")([{"role": "user", "content": "hi"}])
+    assert JinjaTemplate("{% set l = [] %}{% set _ = l.append(1) %}{{ l | tojson }} {{ messages | map(attribute='role') | tojson }}")(
+        [{"role": "user", "content": "hi"}]).prompt == '[1] ["user"]'  # and a filter's iterator is a JSON list, as in llama.cpp
     with pytest.raises(TemplateError, match="does not parse"):
         JinjaTemplate("{% if %}")
 

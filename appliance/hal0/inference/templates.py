@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -113,10 +114,39 @@ def _named(name: str) -> Formatter:
 
 
 def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
-    """Hugging Face's tojson: json.dumps, non-ASCII kept, no HTML escaping."""
-    if _Probe.current is not None:
-        _Probe.current.use(value, deep=True)
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    """Hugging Face's tojson: json.dumps, non-ASCII kept, no HTML escaping. What Jinja's filters
+    leave as iterators (`tools | map(attribute='function')`) is a list, as in llama.cpp's engine."""
+    if _NOW.probe is not None:
+        _NOW.probe.use(value, deep=True)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys, default=_listed)
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, Iterator):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+class _Rendering(threading.local):
+    """This thread's rendering: the capability probe watching it (if one is), and the ids of the
+    lists and dicts hal0 handed the template."""
+
+    probe: _Probe | None = None
+    inputs: frozenset[int] = frozenset()
+
+
+_NOW = _Rendering()
+
+
+def _containers(value: Any) -> Iterator[int]:
+    if isinstance(value, dict):
+        yield id(value)
+        for item in value.values():
+            yield from _containers(item)
+    elif isinstance(value, list):
+        yield id(value)
+        for item in value:
+            yield from _containers(item)
 
 
 def raise_exception(message: str) -> None:
@@ -131,7 +161,7 @@ def _environment() -> Any:
     import jinja2
     import jinja2.ext
     from jinja2 import nodes
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment, modifies_known_mutable
 
     class Generation(jinja2.ext.Extension):
         """{% generation %}...{% endgeneration %}: Hugging Face marks assistant text with it; rendered as is."""
@@ -146,7 +176,26 @@ def _environment() -> Any:
         def _body(self, caller: Callable[[], str]) -> str:
             return caller()
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols])
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """What hal0 hands a template is immutable; the lists and dicts the template makes itself are
+        its own to change (Kimi K2's templates append to theirs; llama.cpp's engine lets them)."""
+
+        def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+            if not SandboxedEnvironment.is_safe_attribute(self, obj, attr, value):
+                return False
+            return not modifies_known_mutable(obj, attr) or id(obj) not in _NOW.inputs
+
+    class Undefined(jinja2.ChainableUndefined):
+        """As in llama.cpp's engine: an undefined value's attributes are undefined too
+        (`spec.additionalProperties.type`), and text + undefined is the text."""
+
+        def __add__(self, other: Any) -> Any:
+            return other if isinstance(other, str) else super().__add__(other)
+
+        def __radd__(self, other: Any) -> Any:
+            return other if isinstance(other, str) else super().__radd__(other)
+
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols], undefined=Undefined)
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
@@ -175,8 +224,6 @@ class Caps:
 class _Probe:
     """Which probe values a rendering read, and how (llama.cpp's value stats)."""
 
-    current: _Probe | None = None  # the probe running on this thread's render, if any (renders are serialized)
-
     def __init__(self) -> None:
         self.used: set[int] = set()
         self.ops: dict[int, set[str]] = {}
@@ -203,8 +250,8 @@ class _Marked:
 
 
 def _tell(value: Any, op: str | None = None) -> None:
-    if _Probe.current is not None:
-        _Probe.current.use(value, op)
+    if _NOW.probe is not None:
+        _NOW.probe.use(value, op)
 
 
 class _MDict(dict, _Marked):  # type: ignore[type-arg]
@@ -270,10 +317,10 @@ def _watched(function: Callable[..., Any], op: str) -> Callable[..., Any]:
     # context first keep their jinja_pass_arg mark.
     @functools.wraps(function)
     def watched(*args: Any, **kwargs: Any) -> Any:
-        if _Probe.current is not None:
+        if _NOW.probe is not None:
             for arg in args[:2]:  # the value filtered or tested (after an environment or context)
                 if isinstance(arg, _Marked):
-                    _Probe.current.use(arg, op, deep=op == "string")
+                    _NOW.probe.use(arg, op, deep=op == "string")
                     break
         return function(*args, **kwargs)
 
@@ -313,14 +360,16 @@ def probe_caps(program: Any) -> Caps:
     def attempt(messages: list[dict[str, Any]], tools: list[Any] | None = None) -> tuple[_Probe, Any, Any, bool, str]:
         marked_messages, marked_tools = _mark(messages), _mark(tools or [])
         probe = _Probe()
-        _Probe.current = probe
+        _NOW.probe = probe
+        _NOW.inputs = frozenset((*_containers(marked_messages), *_containers(marked_tools)))
         try:
             text = program.render(messages=marked_messages, tools=marked_tools, bos_token="", eos_token="", add_generation_prompt=True)
             ok = True
         except Exception:  # noqa: BLE001 - a probe that fails tells what the template cannot take
             text, ok = "", False
         finally:
-            _Probe.current = None
+            _NOW.probe = None
+            _NOW.inputs = frozenset()
         return probe, marked_messages, marked_tools, ok, text
 
     marker = "STRING_MARKER"
@@ -585,12 +634,15 @@ class JinjaTemplate:
     ) -> Rendered:
         context = self.context(tools, kwargs, add_generation_prompt)
         prepared = self.messages(messages)
+        _NOW.inputs = frozenset((*_containers(prepared), *_containers(context)))
         try:
             prompt = self._program.render(messages=prepared, **context)
         except RenderError:
             raise
         except Exception as error:  # noqa: BLE001 - whatever a template does wrong is the request's 400, named
             raise RenderError(f"{type(error).__name__}: {error}") from None
+        finally:
+            _NOW.inputs = frozenset()
         if self.family == Family.GPT_OSS and not add_generation_prompt:
             head, found, tail = prompt.rpartition("<|return|>")
             prompt = head + "<|end|>" + tail if found else prompt
