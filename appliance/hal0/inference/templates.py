@@ -122,8 +122,12 @@ def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, se
 
 
 def _listed(value: Any) -> Any:
+    import jinja2
+
     if isinstance(value, Iterator):
         return list(value)
+    if isinstance(value, jinja2.Undefined):  # as llama.cpp's engine writes it
+        return None
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
