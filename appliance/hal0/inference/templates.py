@@ -19,6 +19,7 @@ load (and by `hal0 config validate`), never silently used.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import threading
@@ -27,6 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 _PROBE = "hal0-system-probe-7c1f"
+
+# llama-server's default chat_template_kwargs (common/arg.cpp): earlier turns keep their reasoning
+# where the template can drop it or keep it.
+DEFAULT_KWARGS: Mapping[str, Any] = {"preserve_reasoning": True}
 
 # Names a request's chat_template_kwargs may not set: hal0 sets them from the request itself.
 RESERVED_KWARGS = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"})
@@ -201,6 +206,9 @@ def _environment() -> Any:
 
     env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols], undefined=Undefined)
     env.filters["tojson"] = tojson
+    # Nothing in a chat template is HTML: `"..." | safe + text` must not escape the text (Jinja's Markup
+    # would; llama.cpp's engine does not).
+    env.filters["safe"] = str
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     # Probing (below) watches which filters and tests a template applies to the probe's values.
@@ -458,7 +466,7 @@ class Family:
     """Per-family message adjustments llama.cpp's server makes before rendering (common/chat.cpp
     and common/parsers/): chosen by markers in the template's source, in llama.cpp's order."""
 
-    NONE, MINISTRAL3, GPT_OSS, LFM2, DEEPSEEK_V4 = "none", "ministral3", "gpt-oss", "lfm2", "deepseek-v4"
+    NONE, MINISTRAL3, GPT_OSS, LFM2, DEEPSEEK_V4, GEMMA4_OLD = "none", "ministral3", "gpt-oss", "lfm2", "deepseek-v4", "gemma4-old"
 
     @staticmethod
     def of(source: str) -> str:
@@ -472,6 +480,8 @@ class Family:
             return Family.LFM2
         if "dsml_token" in source and "DSML" in source and "function_calls" not in source and "tool_calls" in source:
             return Family.DEEPSEEK_V4
+        if "'<|tool_call>call:'" in source and "{#- OpenAI Chat Completions:" not in source:
+            return Family.GEMMA4_OLD  # Gemma 4's first templates: tool results ride on the model's turn
         return Family.NONE
 
 
@@ -501,7 +511,48 @@ def _adjust(family: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]
             message["content"] = blocks
     elif family == Family.DEEPSEEK_V4:
         _sort_tool_results(messages)
+    elif family == Family.GEMMA4_OLD:
+        return _gemma4_turns(messages)
     return messages
+
+
+def _gemma4_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An assistant turn with calls, the tool results after it and a plain answer after them become
+    one assistant turn with `tool_responses` (llama.cpp's convert_tool_responses_gemma4)."""
+    out: list[dict[str, Any]] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        if message["role"] != "assistant" or not message.get("tool_calls"):
+            out.append(message)
+            index += 1
+            continue
+        calls = list(message["tool_calls"])
+        reasoning = message.get("reasoning_content") if isinstance(message.get("reasoning_content"), str) else None
+        index += 1
+        responses = []
+        while index < len(messages) and messages[index]["role"] == "tool":
+            result = messages[index]
+            content = result.get("content")
+            if isinstance(content, str):
+                with contextlib.suppress(json.JSONDecodeError):  # a result that is not JSON stays text
+                    content = json.loads(content)
+            name = calls[len(responses)]["function"].get("name", "") if len(responses) < len(calls) else ""
+            responses.append({"name": name or result.get("tool_call_id", ""), "response": content})
+            index += 1
+        answer = None
+        if index < len(messages) and messages[index]["role"] == "assistant" and not messages[index].get("tool_calls") and messages[index].get("content"):
+            answer = messages[index]["content"]
+            index += 1
+        turn: dict[str, Any] = {"role": "assistant", "tool_calls": calls}
+        if responses:
+            turn["tool_responses"] = responses
+        if answer is not None:
+            turn["content"] = answer
+        if reasoning is not None:
+            turn["reasoning_content"] = reasoning
+        out.append(turn)
+    return out
 
 
 def _sort_tool_results(messages: list[dict[str, Any]]) -> None:
@@ -608,7 +659,7 @@ class JinjaTemplate:
 
     def context(self, tools: Sequence[Mapping[str, Any]] | None, kwargs: Mapping[str, Any] | None, add_generation_prompt: bool) -> dict[str, Any]:
         """The template's variables besides `messages`."""
-        kwargs = dict(kwargs or {})
+        kwargs = {**DEFAULT_KWARGS, **(kwargs or {})}
         thinking = kwargs.get("enable_thinking", True)
         if not isinstance(thinking, bool):
             raise RenderError(f"chat_template_kwargs.enable_thinking must be a boolean, got {json.dumps(thinking)}")
