@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0 import dashboard
-from hal0.api import approvals, health, identity, memory, messages, openai, openapi, responses
+from hal0.api import approvals, health, identity, llamacpp, memory, messages, openai, openapi, responses
 from hal0.api.errors import ApiError, error_response, storage_error
 from hal0.api.metrics import MetricsMiddleware, metrics_endpoint
 from hal0.config import LoadedConfig
@@ -71,7 +71,7 @@ def create_app(loaded: LoadedConfig, *, load_models: bool = True, reload_on_sigh
                 loader.cancel()
             services.close()
 
-    routes = [*health.routes, *openai.routes, *responses.routes, *messages.routes, *memory.routes, *approvals.routes, *identity.routes,
+    routes = [*health.routes, *openai.routes, *llamacpp.routes, *responses.routes, *messages.routes, *memory.routes, *approvals.routes, *identity.routes,
               *openapi.routes, *mcp.routes,
               Route("/metrics", metrics_endpoint, methods=["GET"]), *dashboard.routes]
     app = Starlette(

@@ -23,7 +23,7 @@ from hal0.api.body import parse_json
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import chat_task
-from hal0.inference import Event, Finish, ModelUnavailable, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
+from hal0.inference import Event, Finish, InvalidTask, ModelUnavailable, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 from hal0.inference.text import well_formed
 
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -347,6 +347,8 @@ async def _count(runtime: Any, task: Task) -> int:
         return await runtime.count_tokens(task)
     except ModelUnavailable as error:
         raise unavailable(str(error)) from None
+    except InvalidTask as error:  # the chat template refused the messages
+        raise bad_request(str(error), param=error.param) from None
 
 
 @_anthropic_errors

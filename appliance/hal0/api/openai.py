@@ -23,6 +23,7 @@ from hal0.inference import (
     Finish,
     GrammarOutput,
     JsonOutput,
+    ModelRuntime,
     ReasoningDelta,
     Task,
     TextDelta,
@@ -180,13 +181,12 @@ def _output(body: ChatCompletionRequest) -> JsonOutput | GrammarOutput | None:
     return JsonOutput(response_format.schema_of, param="response_format.json_schema.schema")
 
 
-async def chat_completions(request: Request) -> Response:
-    services = services_of(request)
-    body = await parse_json(request, ChatCompletionRequest, services.config.server.max_body_bytes)
+def chat_request_task(request: Request, body: ChatCompletionRequest) -> tuple[ModelRuntime, Task]:
+    """The model and Task of a chat completions body (persona applied): /apply-template shows its prompt."""
     kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
     if body.token_limit is not None:
         kwargs["max_tokens"] = body.token_limit
-    runtime, task = chat_task(
+    return chat_task(
         request,
         kwargs,
         body.model,
@@ -196,7 +196,14 @@ async def chat_completions(request: Request) -> Response:
         parallel_tool_calls=body.parallel_tool_calls,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         reasoning_format="none" if body.reasoning_format == "none" else "auto",
+        chat_template_kwargs=body.chat_template_kwargs or {},
     )
+
+
+async def chat_completions(request: Request) -> Response:
+    services = services_of(request)
+    body = await parse_json(request, ChatCompletionRequest, services.config.server.max_body_bytes)
+    runtime, task = chat_request_task(request, body)
     if body.stream:
         return await start_stream(request, runtime, task, ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
     events = await run_to_completion(request, runtime, task)

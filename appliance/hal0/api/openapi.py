@@ -16,10 +16,18 @@ from hal0.api.approvals import DecisionBody
 from hal0.api.memory import AddBody, PatchBody
 from hal0.api.messages import CountTokensRequest, MessagesRequest
 from hal0.api.responses import ResponsesRequest
-from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from hal0.api.schemas import (
+    ApplyTemplateRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
 
 _BODIES: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, MessagesRequest,
-                                        CountTokensRequest, AddBody, PatchBody, DecisionBody)
+                                        CountTokensRequest, ApplyTemplateRequest, TokenizeRequest, DetokenizeRequest, AddBody, PatchBody,
+                                        DecisionBody)
 
 _ERROR = {
     "type": "object",
@@ -114,6 +122,11 @@ def build_openapi() -> dict[str, Any]:
                                                          body=CountTokensRequest, agent=True, error="AnthropicError")},
         "/v1/embeddings": {"post": _operation("Embeddings (OpenAI-compatible)", 200, 400, 404, 413, 429, 503,
                                               body=EmbeddingRequest, agent=True)},
+        "/apply-template": {"post": _operation("The prompt a chat completions body would feed the model (llama-server's)", 200, 400, 404, 413, 503,
+                                               body=ApplyTemplateRequest, agent=True)},
+        "/tokenize": {"post": _operation("Text to the model's tokens (llama-server's)", 200, 400, 404, 413, 503, body=TokenizeRequest, agent=True)},
+        "/detokenize": {"post": _operation("The model's tokens to text (llama-server's)", 200, 400, 404, 413, 503, body=DetokenizeRequest,
+                                           agent=True)},
         "/api/memory": {
             "get": _operation("List or search the caller's memory", 200, 400, 404, agent=True,
                               params=[_query("q", {"type": "string"}), _query("tag", {"type": "string"}),

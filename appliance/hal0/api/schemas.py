@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hal0.inference.templates import RESERVED_KWARGS
+
 _TOKEN_ID = re.compile(r"[0-9]{1,10}")
 
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
@@ -46,6 +48,7 @@ class ChatMessage(_Body):
     tool_calls: list[ToolCall] | None = Field(None, max_length=128, description="An assistant turn's calls (content may be null).")
     tool_call_id: str | None = Field(None, max_length=128, description="The call a role: tool message answers.")
     refusal: str | None = None
+    reasoning_content: str | None = Field(None, description="An assistant turn's reasoning, for templates that show earlier reasoning.")
 
     def as_llama(self) -> dict[str, Any]:
         content = self.content
@@ -57,6 +60,9 @@ class ChatMessage(_Body):
             message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
         if self.tool_call_id is not None:
             message["tool_call_id"] = self.tool_call_id
+        for name in ("name", "reasoning_content"):  # handed to the chat template as llama-server does
+            if getattr(self, name):
+                message[name] = getattr(self, name)
         return message
 
 
@@ -172,6 +178,17 @@ class ChatCompletionRequest(_GenerationRequest):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     reasoning_format: Literal["auto", "deepseek", "none"] | None = Field(
         None, description="A thinking model's reasoning: split out as reasoning_content (auto, deepseek: the default) or left inline (none).")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Extra variables for the model's chat template (llama-server's), e.g. {\"enable_thinking\": false}."
+    )
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        reserved = sorted(RESERVED_KWARGS & set(value or {}))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} cannot be set here: hal0 sets them from the request")
+        return value
 
     @property
     def token_limit(self) -> int | None:
@@ -199,6 +216,29 @@ class ChatCompletionRequest(_GenerationRequest):
             if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
                 raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools")
         return self
+
+
+class ApplyTemplateRequest(ChatCompletionRequest):
+    """POST /apply-template: a chat request, and llama-server's add_generation_prompt."""
+
+    add_generation_prompt: bool = True
+
+
+class TokenizeRequest(_Body):
+    """POST /tokenize, as llama-server takes it."""
+
+    model: str | None = Field(None, max_length=128)
+    content: str | Annotated[list[str | int], Field(max_length=65536)] = ""
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(_Body):
+    """POST /detokenize, as llama-server takes it."""
+
+    model: str | None = Field(None, max_length=128)
+    tokens: Annotated[list[int], Field(max_length=1_048_576)] = []
 
 
 class CompletionRequest(_GenerationRequest):

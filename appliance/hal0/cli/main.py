@@ -80,21 +80,24 @@ def _validate_each(paths: list[str], load: Callable[[str], object]) -> int:
 
 
 def _load_checked(path: str, check_files: bool) -> object:
-    """The config, and every named chat format checked to render (and carry the system prompt)."""
+    """The config, and every named chat format and template file checked to render (and carry the system prompt)."""
     from hal0.config.errors import ConfigIssue
     from hal0.config.loader import read_source
     from hal0.config.yaml_source import parse_yaml
-    from hal0.inference.templates import TemplateError, named_template
+    from hal0.inference.templates import TemplateError, file_template, named_template
 
     loaded = load_config(path, check_files=check_files)
     issues = []
     for index, model in enumerate(loaded.config.models):
-        if model.chat_format is None:
+        if model.chat_format is None and model.chat_template_file is None:
             continue  # the GGUF's own template: checked when the model loads
         try:
-            named_template(model.chat_format)
+            if model.chat_template_file is not None:
+                file_template(model.chat_template_file)
+            else:
+                named_template(model.chat_format or "")
         except TemplateError as error:
-            field = ("models", index, "chat_format")
+            field = ("models", index, "chat_template_file" if model.chat_template_file is not None else "chat_format")
             # The file parsed a moment ago (load_config), so its positions are there to name the line.
             position = parse_yaml(read_source(path), path)[0].position_of(field)
             issues.append(ConfigIssue(path, position.line, position.column, field, str(error)))

@@ -259,6 +259,11 @@ class ModelConfig(_Section):
     chat_format: str | None = Field(
         None, description="llama-cpp-python chat format (e.g. chatml, gemma); default: the GGUF's template."
     )
+    chat_template_file: str | None = Field(
+        None,
+        description="Path of a Jinja chat template file used instead of the GGUF's own (as llama-server's "
+        "--chat-template-file); rendered in hal0's sandbox like the GGUF's. Not with chat_format.",
+    )
     embeddings: bool = Field(True, description="Serve /v1/embeddings with this model.")
     seed: int = Field(-1, ge=-1, description="Default sampling seed; -1 = random.")
     parallel: int = Field(
@@ -336,6 +341,14 @@ class ModelConfig(_Section):
         if self.n_ctx_per_slot is None and self.n_ctx // self.parallel < _MIN_SLOT_CTX:
             raise CrossFieldError([(("parallel",), f"n_ctx ({self.n_ctx}) / parallel ({self.parallel}) leaves "
                                     f"{self.n_ctx // self.parallel} tokens per slot; at least {_MIN_SLOT_CTX} are needed")])
+        return self
+
+    @model_validator(mode="after")
+    def _one_template(self) -> ModelConfig:
+        from hal0.config.errors import CrossFieldError
+
+        if self.chat_format is not None and self.chat_template_file is not None:
+            raise CrossFieldError([(("chat_template_file",), "set chat_format or chat_template_file, not both")])
         return self
 
     @model_validator(mode="after")

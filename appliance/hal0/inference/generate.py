@@ -20,7 +20,7 @@ from hal0.inference.job import Sampled, TokenJob
 from hal0.inference.prompt_cache import SHARED, CacheKey, as_tokens, common_prefix
 from hal0.inference.reasoning import ReasoningSplitter, opened_by
 from hal0.inference.task import Event, Finish, FinishReason, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
-from hal0.inference.templates import Formatter, Rendered, template_stops
+from hal0.inference.templates import Formatter, JinjaTemplate, Rendered, RenderError, template_stops
 from hal0.inference.text import TextStream
 from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_grammar
 
@@ -89,11 +89,26 @@ def check_task(task: Task) -> None:
     constraint_grammar(task)
 
 
+def chat_prompt(template: Formatter, task: Task, add_generation_prompt: bool = True) -> Rendered:
+    """A chat task's prompt text. While a reply may call tools, and for named formats (which know
+    no tools), the tools and earlier calls are in hal0's generic format (toolcalls.py); otherwise a
+    Jinja template gets the messages and tools as they are, as llama-server renders them. A template
+    that refuses them is an InvalidTask (400)."""
+    try:
+        if calls_tools(task) or not isinstance(template, JinjaTemplate):
+            return template(tool_messages(task), kwargs=task.chat_template_kwargs, add_generation_prompt=add_generation_prompt)
+        tools = [{"name": tool.name, "description": tool.description, "parameters": tool.parameters} for tool in task.tools]
+        return template(list(task.messages or ()), tools=tools, kwargs=task.chat_template_kwargs, add_generation_prompt=add_generation_prompt)
+    except RenderError as error:
+        raise InvalidTask(f"the model's chat template failed on these messages: {error}", param="messages", code="template_error") from None
+
+
 def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
     """The prompt tokens the model sees for `task` (chat template applied, tools described) and its stop strings."""
     llama = model.llama
     if task.messages is not None:
-        tokens, rendered = _rendered_tokens(model, tool_messages(task))
+        rendered = chat_prompt(model.template, task)
+        tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
         return tokens, template_stops(rendered, task.stop)
     return prompt_tokens(llama, task.prompt or ""), list(task.stop)
 

@@ -174,13 +174,13 @@ class ModelRuntime:
             llama = Llama(**kwargs)
             engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self))
             self._single = engine
-            self._loaded = LoadedModel(llama, template_for(llama), engine, self.config.prompt_cache_scope)
+            self._loaded = LoadedModel(llama, template_for(llama, self.config.chat_template_file), engine, self.config.prompt_cache_scope)
             return llama
         # The Llama serves tokenizer, metadata and chat template; the scheduler's own context
         # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
         kwargs["n_ctx"] = kwargs["n_batch"] = kwargs["n_ubatch"] = _SPARE_CTX
         llama = Llama(**kwargs)
-        template = template_for(llama)
+        template = template_for(llama, self.config.chat_template_file)
         self._scheduler = BatchScheduler(
             llama,
             n_slots=self.slots,
@@ -279,6 +279,12 @@ class ModelRuntime:
             raise ModelUnavailable(self._unavailable_reason())
         tokens, _stops = await asyncio.to_thread(task_prompt, self._loaded, task)
         return len(tokens)
+
+    def loaded(self) -> LoadedModel:
+        """The loaded model (tokenizer, template) for work that needs no turn; ModelUnavailable if none."""
+        if self._loaded is None:
+            raise ModelUnavailable(self._unavailable_reason())
+        return self._loaded
 
     def tokenize(self, text: str) -> list[int]:
         return self._llama.tokenize(text.encode(), add_bos=False, special=True) if self._llama else []

@@ -64,6 +64,7 @@ class Task:
     `tool_choice` is "none", "auto", "required" or a tool name (that tool must be called).
     `logprobs` is None (off) or how many alternatives to report per token (0-20).
     `deadline` is on the time.perf_counter() clock; reaching it ends the run like a stop.
+    `chat_template_kwargs` are extra variables for the model's chat template (`enable_thinking`, ...).
     """
 
     prompt: str | None = None
@@ -87,6 +88,7 @@ class Task:
     # prompt: config, not the caller's words, so the persona's other agents may reuse its cached KV.
     persona: str | None = None
     public_messages: int = 0
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
