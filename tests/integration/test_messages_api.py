@@ -120,7 +120,7 @@ def _post(server: Server, path: str, body: dict[str, Any], **headers: str) -> ht
     ({"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}], "frobnicate": 1}, "frobnicate"),
     ({"max_tokens": 2, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, "messages[0].content[0]"),
     ({"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}], "tool_choice": {"type": "any"}}, "body"),
-    ({"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}], "thinking": {"type": "enabled", "budget_tokens": 10}}, "thinking"),
+    ({"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}], "thinking": {"type": "sometimes"}}, "thinking"),
     ({"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}], "temperature": 1.5}, "temperature"),
     # An unenforceable schema is named where this dialect holds it (not chat completions' path).
     ({"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}],
