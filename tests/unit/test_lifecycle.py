@@ -176,8 +176,9 @@ def test_keep_alive_unloads_an_idle_model_but_never_one_in_use() -> None:
             assert runtime.state is ModelState.READY and runtime.unloads == 0
             await holder.done()
             assert lifecycle.status(runtime).idle_deadline is not None
-            await until(lambda: runtime.state is ModelState.UNLOADED)
-            assert observer.seen[-1] == ("unloaded", "m", "keep_alive") and runtime.unloads == 1
+            # The state turns UNLOADED a moment before the observer hears why: wait for both.
+            await until(lambda: runtime.state is ModelState.UNLOADED and observer.seen[-1] == ("unloaded", "m", "keep_alive"), within=6)
+            assert runtime.unloads == 1
         finally:
             background.cancel()
 
