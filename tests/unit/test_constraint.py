@@ -135,6 +135,17 @@ def test_the_mask_enforces_exactly_what_the_schema_says(constraints: Constraints
         assert not matches(constraints, vocab, grammar, json.dumps(instance, separators=(",", ":"), ensure_ascii=False)), instance
 
 
+def test_an_object_that_says_nothing_of_other_keys_gets_none(constraints: Constraints, vocab: Llama) -> None:
+    """Every reply still validates; the model just cannot invent keys (as llama.cpp and OpenAI's strict mode)."""
+    said_nothing = schema_grammar({"type": "object", "properties": {"a": {"type": "integer"}}}, PARAM)
+    assert matches(constraints, vocab, said_nothing, '{"a":1}') and not matches(constraints, vocab, said_nothing, '{"a":1,"b":2}')
+    allowed = schema_grammar({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": True}, PARAM)
+    assert matches(constraints, vocab, allowed, '{"a":1,"b":2}')
+    merged = schema_grammar({"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
+                                       {"type": "object", "properties": {"b": {"type": "integer"}}}]}, PARAM)
+    assert matches(constraints, vocab, merged, '{"a":1,"b":2}')
+
+
 def test_output_is_compact_json(constraints: Constraints, vocab: Llama) -> None:
     grammar = schema_grammar({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, PARAM)
     assert matches(constraints, vocab, grammar, '{"a":1}')

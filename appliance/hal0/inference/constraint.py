@@ -149,6 +149,32 @@ def _validated(text: str, source: Any, param: str) -> Grammar:
     return Grammar(text, param, source)
 
 
+_OPEN_KEYS = ("additionalProperties", "patternProperties", "unevaluatedProperties", "allOf")
+
+
+def _closed(schema: Any, in_all_of: bool = False) -> Any:
+    """`schema` with no keys beyond its `properties` where it says nothing of other keys: a reply is a
+    subset of what the schema allows (every one validates), as llama.cpp's converter and OpenAI's strict
+    mode make it, instead of a model inventing keys until max_tokens. An object that names
+    `additionalProperties`, `patternProperties` or `unevaluatedProperties`, and the branches of an
+    `allOf` (which other branches may add keys to), are left as written."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [_closed(item, in_all_of=key == "allOf") for item in value]
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _closed(item) for name, item in value.items()}
+        elif key in _SCHEMA_VALUED and key not in ("not", "if", "then", "else"):
+            out[key] = [_closed(item) for item in value] if isinstance(value, list) else _closed(value)
+        else:
+            out[key] = value
+    if "properties" in out and not in_all_of and not any(key in out for key in _OPEN_KEYS):
+        out["additionalProperties"] = False
+    return out
+
+
 def _schema_grammar(schema: Any, param: str) -> Grammar:
     from llguidance import LLMatcher
 
@@ -156,6 +182,7 @@ def _schema_grammar(schema: Any, param: str) -> Grammar:
         raise SchemaError(f"{param} is `false`: no value can match it", param=param)
     if not isinstance(schema, dict | bool):
         raise SchemaError(f"{param} must be a JSON Schema (an object), not {type(schema).__name__}", param=param)
+    schema = _closed(schema)
     for _ in range(64):  # one pass per distinct unknown format, at most
         try:
             text = LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
