@@ -255,10 +255,11 @@ def _cached_text_grammar(text: str, param: str) -> Grammar | SchemaError:
         lark = any_to_lark(text)
     except Exception as error:  # noqa: BLE001 - the converter raises its own and Python's errors on bad input
         return SchemaError(f"{param} is not a valid GBNF or Lark grammar: {error}", param=param, code="invalid_grammar")
-    failed, messages = LLMatcher.validate_grammar_with_warnings(LLMatcher.grammar_from_lark(lark), None, limits=_limits())
+    grammar = LLMatcher.grammar_from_lark(lark)
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, None, limits=_limits())
     if failed:
         return SchemaError(f"{param} cannot be enforced: {messages[0] if messages else 'invalid grammar'}", param=param, code="invalid_grammar")
-    return Grammar(LLMatcher.grammar_from_lark(lark), param)
+    return Grammar(grammar, param)
 
 
 def text_grammar(text: str, param: str) -> Grammar:
