@@ -43,7 +43,7 @@ async def apply_template(request: Request) -> Response:
     runtime, task = chat_request_task(request, body)
     model = _loaded(runtime)
     try:
-        rendered = await asyncio.to_thread(chat_prompt, model.template, task, body.add_generation_prompt)
+        rendered = await asyncio.to_thread(chat_prompt, model.template, task, body.add_generation_prompt, model.tool_syntax is not None)
     except InvalidTask as error:
         raise task_error(error) from None
     return JSONResponse({"prompt": rendered.prompt})

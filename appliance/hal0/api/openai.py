@@ -45,6 +45,7 @@ async def list_models(request: Request) -> JSONResponse:
             "default": model.id == services.lifecycle.default_id,
             **model.as_json(),
             "n_threads": services.lifecycle.runtime(model.id).n_threads,
+            "tool_format": services.lifecycle.runtime(model.id).tool_format,
             "prompt_cache": services.metrics.prompt_cache(model.id),
         }
         for model in services.lifecycle.statuses()

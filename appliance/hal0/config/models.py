@@ -36,6 +36,13 @@ class PromptCacheScope(enum.StrEnum):
     SHARED = "shared"  # anyone's
 
 
+class ToolFormat(enum.StrEnum):
+    """How a model's replies call tools (models[].tool_format)."""
+
+    NATIVE = "native"  # in the model's own syntax, learned from its chat template
+    GENERIC = "generic"  # in hal0's generic JSON format, described in the system turn
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -263,6 +270,13 @@ class ModelConfig(_Section):
         None,
         description="Path of a Jinja chat template file used instead of the GGUF's own (as llama-server's "
         "--chat-template-file); rendered in hal0's sandbox like the GGUF's. Not with chat_format.",
+    )
+    tool_format: ToolFormat | None = Field(
+        None,
+        description="How replies call tools. native: in the model's own syntax (`<tool_call>`, `[TOOL_CALLS]`, "
+        "a bare JSON call...), learned by rendering its chat template, parsed per family and constrained once a "
+        "call opens; generic: hal0's JSON format, described in the system turn (any template). null: native when "
+        "the template writes calls as a name and JSON arguments, else generic; /v1/models says which.",
     )
     embeddings: bool = Field(True, description="Serve /v1/embeddings with this model.")
     seed: int = Field(-1, ge=-1, description="Default sampling seed; -1 = random.")

@@ -31,7 +31,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -219,11 +219,13 @@ def schema_grammar(schema: Any, param: str) -> Grammar:
     return found
 
 
-def embedded_schema(schema: Any) -> str:
+def embedded_schema(schema: Any, separators: tuple[str, str] | None = None) -> str:
     """`schema` as a Lark `%json` body with hal0's compact-JSON options (for grammars that embed
-    schemas, like the tool-call format)."""
-    options = {**(schema.get("x-guidance") or {}), **_JSON_OPTIONS} if isinstance(schema, dict) else _JSON_OPTIONS
-    body = {**schema, "x-guidance": options} if isinstance(schema, dict) else ({} if schema is True else schema)
+    schemas, like the tool-call format), or with the given (item, key) separators: a model's
+    native calls are written as its template writes them (`{"city": "Paris"}`)."""
+    own = _JSON_OPTIONS if separators is None else {**_JSON_OPTIONS, "item_separator": separators[0], "key_separator": separators[1]}
+    options = {**(schema.get("x-guidance") or {}), **own} if isinstance(schema, dict) else own
+    body = {**schema, "x-guidance": options} if isinstance(schema, dict) else ({"x-guidance": own} if schema is True else schema)
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -272,7 +274,7 @@ def text_grammar(text: str, param: str) -> Grammar:
     return found
 
 
-def _tokenizer_of(model: Any) -> Any:
+def _tokenizer_of(model: Any) -> tuple[Any, list[bytes]]:
     """llguidance's tokenizer for a llama.cpp model: every token's bytes (control tokens marked as
     special, as llguidance.llamacpp does), with every end-of-generation token allowed where the
     grammar may end. Written here rather than through llguidance.llamacpp, whose loop calls a
@@ -299,8 +301,9 @@ def _tokenizer_of(model: Any) -> Any:
         if llama_cpp.llama_vocab_is_eog(vocab, token):
             ends.append(token)
     tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
-    return LLTokenizer.from_llamacpp(tokens=pieces, vocab_ptr=vocab, tokenize_fptr=tokenize,
-                                     eos_token=ends or llama_cpp.llama_vocab_eos(vocab), slices=None)
+    tokenizer = LLTokenizer.from_llamacpp(tokens=pieces, vocab_ptr=vocab, tokenize_fptr=tokenize,
+                                          eos_token=ends or llama_cpp.llama_vocab_eos(vocab), slices=None)
+    return tokenizer, pieces
 
 
 class Constraints:
@@ -313,6 +316,8 @@ class Constraints:
         self._llama_model = model
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
         self._tokenizer: Any = None
+        self._pieces: list[bytes] = []  # each token's bytes; a special token's marked with a leading 0xFF
+        self._specials: dict[str, int] | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -321,7 +326,7 @@ class Constraints:
 
     def _build(self) -> None:
         try:
-            self._tokenizer = _tokenizer_of(self._llama_model)
+            self._tokenizer, self._pieces = _tokenizer_of(self._llama_model)
         except (RuntimeError, ValueError, OSError) as error:  # reported to every request that needs it
             self._error = error
         finally:
@@ -334,15 +339,37 @@ class Constraints:
         with self._lock:
             self._matchers.clear()
 
-    def start(self, grammar: Grammar) -> TokenConstraint:
-        """A fresh constraint for one generation (on the request's thread, never the decode loop's)."""
-        from llguidance import LLMatcher
-
+    def _wait(self) -> None:
         self._ready.wait()
         if self._tokenizer is None and self._error is None:
             raise GenerationFailed("the model was unloaded")
         if self._error is not None:
             raise GenerationFailed(f"the constraint engine could not read this model's vocabulary: {self._error}")
+
+    def specials(self) -> dict[str, int]:
+        """The model's special tokens by text (`<tool_call>` -> its id): a grammar names them as tokens."""
+        self._wait()
+        if self._specials is None:
+            found: dict[str, int] = {}
+            for token, piece in enumerate(self._pieces):
+                if piece.startswith(b"\xff") and len(piece) > 1:
+                    found.setdefault(piece[1:].decode("utf-8", "replace"), token)
+            self._specials = found
+        return self._specials
+
+    def lazy(self, grammar: Grammar, find: Callable[[bytes, int], int | None], skip: Callable[[bytes], int | None]) -> LazyConstraint:
+        """A constraint that holds from the moment the reply opens what `grammar` describes (found
+        by `find` in the reply's bytes, searched from where `skip` says): free text until then."""
+        inner = self.start(grammar)
+        pieces = self._pieces
+        tokenizer = self._tokenizer
+        return LazyConstraint(inner, find, skip, lambda token: pieces[token].removeprefix(b"\xff"), tokenizer.tokenize_bytes)
+
+    def start(self, grammar: Grammar) -> TokenConstraint:
+        """A fresh constraint for one generation (on the request's thread, never the decode loop's)."""
+        from llguidance import LLMatcher
+
+        self._wait()
         with self._lock:
             template = self._matchers.get(grammar.text)
             if template is not None:
@@ -386,6 +413,10 @@ class TokenConstraint:
             allowed_mask = numpy.unpackbits(self._bits.view(numpy.uint8), bitorder="little")[: self._n_vocab].view(bool)
             logits[~allowed_mask] = -numpy.inf
 
+    def try_accept(self, tokens: list[int]) -> bool:
+        """Advance past `tokens` if the grammar takes them all (a lazy constraint's opening)."""
+        return bool(self._matcher.try_consume_tokens(tokens) == len(tokens)) and not self._matcher.is_error()
+
     def accept(self, token: int) -> None:
         if not self._matcher.consume_token(token):
             raise GenerationFailed(f"the output constraint refused token {token}: {self._matcher.get_error()}")
@@ -398,3 +429,63 @@ class TokenConstraint:
     def accepting(self) -> bool:
         """What came so far is a whole reply (more may still follow)."""
         return bool(self._matcher.is_accepting())
+
+
+class LazyConstraint:
+    """A constraint that waits for its trigger (llama.cpp's lazy grammar): while the reply is free
+    text nothing is masked; once `find` sees the opening of a tool call in the reply's bytes, the
+    matcher is fed the reply from that point on and constrains every later token. If the opening
+    cannot be fed (the model wrote it in a way the grammar does not take), the reply stays free and
+    the parser reads it as text."""
+
+    def __init__(
+        self,
+        inner: TokenConstraint,
+        find: Callable[[bytes, int], int | None],
+        skip: Callable[[bytes], int | None],
+        piece: Callable[[int], bytes],
+        tokenize: Callable[[bytes], list[int]],
+    ) -> None:
+        self._inner = inner
+        self._find, self._skip, self._piece, self._tokenize = find, skip, piece, tokenize
+        self._reply = b""
+        self._tokens: list[tuple[int, int]] = []  # (token, where its bytes start in the reply)
+        self.state = "waiting"  # -> "active" once triggered, or "free" if the opening could not be fed
+
+    def mask(self, logits: numpy.ndarray) -> None:
+        if self.state == "active":
+            self._inner.mask(logits)
+
+    def accept(self, token: int) -> None:
+        if self.state == "active":
+            self._inner.accept(token)
+            return
+        if self.state == "free":
+            return
+        self._tokens.append((token, len(self._reply)))
+        self._reply += self._piece(token)
+        start = self._skip(self._reply)
+        if start is None:
+            return
+        at = self._find(self._reply, start)
+        if at is not None:
+            self._trigger(at)
+
+    def _trigger(self, at: int) -> None:
+        """Feed the matcher the reply from byte `at`: the tokens from there, the part of a token that
+        straddles it as text."""
+        feed: list[int] = []
+        for index, (token, begins) in enumerate(self._tokens):
+            ends = self._tokens[index + 1][1] if index + 1 < len(self._tokens) else len(self._reply)
+            if ends <= at:
+                continue
+            feed.extend([token] if begins >= at else self._tokenize(self._reply[at:ends]))
+        self.state = "active" if self._inner.try_accept(feed) else "free"
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "active" and self._inner.finished
+
+    @property
+    def accepting(self) -> bool:
+        return self.state != "active" or self._inner.accepting

@@ -16,7 +16,8 @@ from hal0.config.models import PromptCacheScope
 from hal0.inference.backend import model_of
 from hal0.inference.constraint import Constraints, Grammar, schema_grammar, text_grammar
 from hal0.inference.engines import Engine
-from hal0.inference.job import Sampled, TokenJob
+from hal0.inference.job import Constraint, Sampled, TokenJob
+from hal0.inference.native_tools import CallSyntax, NativeParser, after_reasoning, lazy, native_grammar
 from hal0.inference.prompt_cache import SHARED, CacheKey, as_tokens, common_prefix
 from hal0.inference.reasoning import ReasoningSplitter, opened_by
 from hal0.inference.task import Event, Finish, FinishReason, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
@@ -34,6 +35,7 @@ class LoadedModel:
     template: Formatter
     engine: Engine
     cache_scope: PromptCacheScope = PromptCacheScope.AGENT
+    tool_syntax: CallSyntax | None = None  # the template's own call syntax (models[].tool_format), or the generic format
     constraints: Constraints = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,13 +91,14 @@ def check_task(task: Task) -> None:
     constraint_grammar(task)
 
 
-def chat_prompt(template: Formatter, task: Task, add_generation_prompt: bool = True) -> Rendered:
-    """A chat task's prompt text. While a reply may call tools, and for named formats (which know
-    no tools), the tools and earlier calls are in hal0's generic format (toolcalls.py); otherwise a
-    Jinja template gets the messages and tools as they are, as llama-server renders them. A template
-    that refuses them is an InvalidTask (400)."""
+def chat_prompt(template: Formatter, task: Task, add_generation_prompt: bool = True, native: bool = False) -> Rendered:
+    """A chat task's prompt text. A Jinja template gets the messages and tools as they are, as
+    llama-server renders them, unless the reply may call tools in hal0's generic format (`native`
+    false: the template has no call syntax of its own, or models[].tool_format says generic); then,
+    and for named formats (which know no tools), the tools and earlier calls are in the generic
+    format (toolcalls.py). A template that refuses them is an InvalidTask (400)."""
     try:
-        if calls_tools(task) or not isinstance(template, JinjaTemplate):
+        if (calls_tools(task) and not native) or not isinstance(template, JinjaTemplate):
             return template(tool_messages(task), kwargs=task.chat_template_kwargs, add_generation_prompt=add_generation_prompt)
         tools = [{"name": tool.name, "description": tool.description, "parameters": tool.parameters} for tool in task.tools]
         return template(list(task.messages or ()), tools=tools, kwargs=task.chat_template_kwargs, add_generation_prompt=add_generation_prompt)
@@ -107,7 +110,7 @@ def task_prompt(model: LoadedModel, task: Task) -> tuple[list[int], list[str]]:
     """The prompt tokens the model sees for `task` (chat template applied, tools described) and its stop strings."""
     llama = model.llama
     if task.messages is not None:
-        rendered = chat_prompt(model.template, task)
+        rendered = chat_prompt(model.template, task, native=model.tool_syntax is not None)
         tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
         return tokens, template_stops(rendered, task.stop)
     return prompt_tokens(llama, task.prompt or ""), list(task.stop)
@@ -160,28 +163,42 @@ def run(model: LoadedModel, task: Task, cancel: threading.Event, started: float)
             f"Requested tokens ({len(tokens)}) exceed context window of {engine.context}", code="context_length_exceeded"
         )
     _check_bias(task, llama.n_vocab())
+    syntax = model.tool_syntax if calls_tools(task) else None
+    opened = None
+    if task.messages is not None and task.reasoning_format != "none" and not isinstance(task.output, JsonOutput):
+        # The generation prompt may open the reasoning block itself (DeepSeek-R1's, Qwen3's with thinking on).
+        opened = opened_by(llama.detokenize(tokens[-16:], special=True).decode("utf-8", "replace"))
+    constraint: Constraint | None = None
+    if syntax is not None:
+        native = native_grammar(syntax, task, model.constraints.specials(), reasoning=opened[1] if opened and not lazy(task) else None)
+        constraint = model.constraints.lazy(native, syntax.trigger.find_bytes, after_reasoning(opened)) if lazy(task) else model.constraints.start(native)
+    elif grammar is not None:
+        constraint = model.constraints.start(grammar)
     job = TokenJob(
         prompt=tokens,
         max_tokens=room if task.max_tokens is None else min(task.max_tokens, room),
         sampling=task.sampling,
         cancel=cancel,
         deadline=task.deadline,
-        constraint=model.constraints.start(grammar) if grammar is not None else None,
+        constraint=constraint,
         top_logprobs=task.logprobs,
         agent=task.agent,
         cache_key=cache_key(model, task, tokens),
     )
-    events = _text_events(llama, task, job, engine, stops, started, len(tokens))
-    if calls_tools(task):
+    events: Iterator[Event] = _text_events(llama, task, job, engine, stops, started, len(tokens))
+    if syntax is not None:
+        if task.messages is not None and task.reasoning_format != "none" and not isinstance(task.output, JsonOutput):
+            events = _reasoning_events(llama, events, opened)
+        yield from _native_events(events, syntax, json_answer=isinstance(task.output, JsonOutput))
+    elif calls_tools(task):
         yield from _tool_events(events, json_answer=isinstance(task.output, JsonOutput))
     elif task.messages is not None and not isinstance(task.output, JsonOutput) and task.reasoning_format != "none":
-        # The generation prompt may open the reasoning block itself (DeepSeek-R1's, Qwen3's with thinking on).
-        yield from _reasoning_events(llama, events, opened_by(llama.detokenize(tokens[-16:], special=True).decode("utf-8", "replace")))
+        yield from _reasoning_events(llama, events, opened)
     else:
         yield from events
 
 
-def _reasoning_events(llama: Any, events: Iterator[TextDelta | Finish], opened: tuple[str, str] | None) -> Iterator[Event]:
+def _reasoning_events(llama: Any, events: Iterator[Event], opened: tuple[str, str] | None) -> Iterator[Event]:
     """A thinking model's reasoning block as ReasoningDelta, its answer as TextDelta; the Finish counts
     the reasoning's tokens."""
     splitter = ReasoningSplitter(opened)
@@ -194,6 +211,22 @@ def _reasoning_events(llama: Any, events: Iterator[TextDelta | Finish], opened: 
             counted = len(llama.tokenize(splitter.reasoning.encode("utf-8"), add_bos=False, special=True))
             event = replace(event, usage=replace(event.usage, reasoning_tokens=min(counted, event.usage.completion_tokens)))
         yield event
+
+
+def _native_events(events: Iterator[Event], syntax: CallSyntax, json_answer: bool) -> Iterator[Event]:
+    """The reply in the model's own call syntax as text, reasoning and tool-call deltas; a reply with
+    calls finishes "tool_calls"."""
+    parser = NativeParser(syntax, json_answer)
+    for event in events:
+        if isinstance(event, TextDelta):
+            yield from parser.feed(event.text)
+        elif isinstance(event, Finish):
+            yield from parser.flush()
+            if parser.calls and event.reason in (FinishReason.STOP, FinishReason.LENGTH) and not event.timed_out:
+                event = replace(event, reason=FinishReason.TOOL_CALLS) if event.reason == FinishReason.STOP else event
+            yield event
+        else:
+            yield event
 
 
 def _tool_events(events: Iterator[TextDelta | Finish], json_answer: bool) -> Iterator[Event]:

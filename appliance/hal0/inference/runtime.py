@@ -36,6 +36,7 @@ from hal0.inference.devices import check_offload
 from hal0.inference.embeddings import EMBED_GROUP, Embedder, check_embedding, merge_embeddings
 from hal0.inference.engines import BatchedEngine, SingleEngine
 from hal0.inference.generate import LoadedModel, task_prompt
+from hal0.inference.native_tools import tool_syntax
 from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
 from hal0.inference.state import ModelState, ModelUnavailable
 from hal0.inference.task import Finish, Task
@@ -174,7 +175,8 @@ class ModelRuntime:
             llama = Llama(**kwargs)
             engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self))
             self._single = engine
-            self._loaded = LoadedModel(llama, template_for(llama, self.config.chat_template_file), engine, self.config.prompt_cache_scope)
+            template = template_for(llama, self.config.chat_template_file)
+            self._loaded = LoadedModel(llama, template, engine, self.config.prompt_cache_scope, tool_syntax(template, self.config.tool_format))
             return llama
         # The Llama serves tokenizer, metadata and chat template; the scheduler's own context
         # (n_seq_max = parallel) holds the KV cache, so the Llama's context is kept tiny.
@@ -192,7 +194,8 @@ class ModelRuntime:
             observer=_EngineReporter(self),
             prompt_observer=_EngineReporter(self),
         )
-        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler), self.config.prompt_cache_scope)
+        syntax = tool_syntax(template, self.config.tool_format)
+        self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler), self.config.prompt_cache_scope, syntax)
         return llama
 
     async def unload(self) -> None:
@@ -279,6 +282,14 @@ class ModelRuntime:
             raise ModelUnavailable(self._unavailable_reason())
         tokens, _stops = await asyncio.to_thread(task_prompt, self._loaded, task)
         return len(tokens)
+
+    @property
+    def tool_format(self) -> str | None:
+        """How replies call tools: what the loaded template gave (native or generic), else what the
+        config asks (None: decided at load)."""
+        if self._loaded is not None:
+            return "native" if self._loaded.tool_syntax is not None else "generic"
+        return self.config.tool_format
 
     def loaded(self) -> LoadedModel:
         """The loaded model (tokenizer, template) for work that needs no turn; ModelUnavailable if none."""
