@@ -287,14 +287,20 @@ def _literal(piece: str, specials: Mapping[str, int]) -> str:
                 key=lambda pair: (pair[0], -len(pair[1])),
             )
             if found is None:
-                parts.append(json.dumps(chunk))
+                parts.extend(_lexemes(chunk))
                 break
             at, text = found
             if at:
-                parts.append(json.dumps(chunk[:at]))
+                parts.extend(_lexemes(chunk[:at]))
             parts.append(f"(<[{specials[text]}]> | {json.dumps(text)})")
             chunk = chunk[at + len(text) :]
     return " ".join(parts)
+
+
+def _lexemes(text: str) -> list[str]:
+    """Template text as Lark literals, JSON punctuation on its own: a literal `{"name": "` would be one
+    lexeme, and the lexer, taking the longest, could then never start the `{` of a JSON answer beside it."""
+    return [json.dumps(part) for part in re.split(r"([{}\[\],:]|\s+)", text) if part]
 
 
 def native_grammar(syntax: CallSyntax, task: Task, specials: Mapping[str, int], reasoning: str | None = None) -> Grammar:
@@ -409,7 +415,9 @@ class NativeParser:
         self._sent = 0  # how much of it has been sent as answer text
         self._section = 0  # where the call section starts
         self._at = 0  # the parse position within the section
-        self._state = "answer" if json_answer else "text"
+        # With a response format the reply is either that JSON or calls, so a call opens only at its start.
+        self._trigger = Trigger(syntax.trigger.text, at_start=True) if json_answer else syntax.trigger
+        self._state = "text"
         self._depth = 0
         self._in_string = False
         self._escape = False
@@ -432,10 +440,13 @@ class NativeParser:
 
     def _step(self, final: bool) -> Iterator[TextDelta | ToolCallDelta]:
         state = self._state
-        if state in ("answer", "after"):  # a JSON answer, or what follows the calls
-            rest, self._sent = self._text[self._sent :], len(self._text)
-            if rest and (state == "answer" or rest.strip()):
+        if state == "after":  # what follows the calls (its spaces held until more comes)
+            rest = self._text[self._sent :]
+            if rest.strip():
+                self._sent = len(self._text)
                 yield TextDelta(rest)
+            elif final:
+                self._sent = len(self._text)
         elif state == "text":
             yield from self._free_text(final)
         elif state in self._pieces:
@@ -467,7 +478,7 @@ class NativeParser:
             self._next(final)
 
     def _free_text(self, final: bool) -> Iterator[TextDelta]:
-        trigger, text = self._syntax.trigger, self._text
+        trigger, text = self._trigger, self._text
         if trigger.at_start:
             if self._sent == 0:
                 at = trigger.find(text)
