@@ -278,3 +278,14 @@ def test_lazy_constraint_that_cannot_follow_the_opening_stays_free(templates: Pa
     for token in byte_tokens('Use {"name"'):  # a bare JSON call opens only at the start of the reply
         late.accept(token)
     assert late.state == "waiting"
+
+
+def test_required_after_a_reasoning_block_the_prompt_opened(templates: Path, constraints: Constraints) -> None:
+    """DeepSeek-R1's generation prompt opens <think>: a forced call comes after the model's thought."""
+    syntax = derive_syntax(JinjaTemplate(source(templates, "Qwen-Qwen2.5-7B-Instruct.jinja")))
+    task = Task(messages=({"role": "user", "content": "hi"},), tools=(WEATHER,), tool_choice="required")
+    constraint = constraints.start(native_grammar(syntax, task, constraints.specials(), reasoning="</think>"))
+    for token in byte_tokens("Paris <b>, hmm</think>\n"):
+        assert token in allowed(constraint, constraints.n_vocab)
+        constraint.accept(token)
+    assert allowed(constraint, constraints.n_vocab) == set(byte_tokens("<"))  # then the call, and only the call

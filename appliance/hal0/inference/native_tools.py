@@ -323,8 +323,10 @@ def native_grammar(syntax: CallSyntax, task: Task, specials: Mapping[str, int], 
         schema = task.output.schema if task.output.schema is not None else {"type": "object"}
         answer = schema_grammar(schema, task.output.param).schema
         lines = ["start: answer | section", *lines, f"answer: %json {embedded_schema(answer)}"]
-    elif reasoning is not None:
-        lines = [f"start: thought {_literal(reasoning, specials)} /[ \\t\\r\\n]*/ section", "thought[lazy]: /(.|\\n)*/", *lines]
+    elif reasoning is not None and reasoning in specials:  # the model ends its thought with that token
+        lines = [f"start: THOUGHT <[{specials[reasoning]}]> /[ \\t\\r\\n]*/ section", "THOUGHT: /(.|\\n)*/", *lines]
+    elif reasoning is not None:  # ... or with that text (a stop: a greedy lexeme would run past it)
+        lines = ["start: thought /[ \\t\\r\\n]*/ section", f"thought[stop={json.dumps(reasoning)}]: /(.|\\n)*/", *lines]
     else:
         lines = ["start: section", *lines]
     return lark_grammar("\n".join(lines), "tools")
