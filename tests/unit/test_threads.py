@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
 import pytest
-from hal0.inference.threads import Host, available_cores, cgroup_cpu_limit, effective_threads, physical_cores
+from hal0.inference.threads import (
+    PROBE_CAP,
+    WINDOW,
+    Host,
+    ThreadGovernor,
+    available_cores,
+    cgroup_cpu_limit,
+    effective_threads,
+    physical_cores,
+)
 
 
 def _sysfs(root: Path, siblings: dict[int, str], package: dict[int, str] | None = None) -> Path:
@@ -100,3 +110,76 @@ def test_this_process_gets_at_least_one_and_at_most_its_cpus() -> None:
 def test_malformed_cpu_max_is_no_quota(tmp_path: Path, bad: str) -> None:
     host = _cgroup(tmp_path, "/svc", {"/svc": bad})
     assert cgroup_cpu_limit(host.cgroup_root, host.proc_cgroup) is None
+
+
+# --- the governor: thread counts that follow measured speed --------------------------------------
+
+
+def _feed(governor: ThreadGovernor, speeds: dict[int, float], steps: int, tokens: int = 1) -> list[int]:
+    """Run `steps` decodes whose time depends only on the thread count; the counts used, step by step."""
+    used = []
+    for _ in range(steps):
+        used.append(governor.threads)
+        governor.record(tokens, speeds[governor.threads])
+    return used
+
+
+def test_a_quiet_box_keeps_every_thread() -> None:
+    governor = ThreadGovernor(most=2, batch=2)
+    used = _feed(governor, {1: 0.044, 2: 0.025}, 500)
+    assert used.count(1) == WINDOW  # one window tries one thread fewer, once
+    assert used[-100:] == [2] * 100
+    assert governor.batch_threads == 2
+
+
+def test_a_busy_box_drops_to_the_faster_count_and_tries_more_now_and_then() -> None:
+    governor = ThreadGovernor(most=2, batch=2)
+    _feed(governor, {1: 0.044, 2: 0.025}, 40)  # quiet: the best at 2 threads is known
+    used = _feed(governor, {1: 0.050, 2: 0.300}, 2000)  # one core busy: 2 threads stall at every barrier
+    assert used[WINDOW] == 1  # dropped after one slow window
+    assert governor.threads == 1 and governor.batch_threads == 1
+    tries = [index for index in range(1, len(used)) if used[index] == 2 and used[index - 1] == 1]
+    assert 1 <= len(tries) <= 6  # a failed try doubles the wait for the next one
+    assert used.count(2) <= WINDOW * (len(tries) + 1)
+
+
+def test_the_box_quiet_again_gets_every_thread_back() -> None:
+    governor = ThreadGovernor(most=2, batch=2)
+    _feed(governor, {1: 0.044, 2: 0.025}, 40)
+    _feed(governor, {1: 0.050, 2: 0.300}, 100)
+    assert governor.threads == 1
+    _feed(governor, {1: 0.044, 2: 0.025}, PROBE_CAP + 2 * WINDOW)
+    assert governor.threads == 2 and governor.batch_threads == 2
+
+
+def test_counts_step_one_at_a_time_and_never_leave_their_bounds() -> None:
+    governor = ThreadGovernor(most=4, batch=8)
+    assert governor.batch_threads == 8  # at full strength prompts get the configured count
+    used = _feed(governor, {1: 0.05, 2: 0.04, 3: 0.6, 4: 0.9}, 3000)
+    assert max(abs(a - b) for a, b in itertools.pairwise(used)) == 1
+    assert min(used) >= 1 and max(used) <= 4
+    assert governor.threads == 2 and governor.batch_threads == 2
+
+
+def test_steps_of_other_sizes_are_not_compared() -> None:
+    governor = ThreadGovernor(most=2, batch=2)
+    _feed(governor, {1: 0.044, 2: 0.025}, 40, tokens=1)
+    _feed(governor, {1: 0.2, 2: 0.1}, 40, tokens=4)  # four slots generating: slower steps, same speed
+    assert governor.threads == 2
+
+
+def test_one_thread_is_never_governed() -> None:
+    governor = ThreadGovernor(most=1, batch=4)
+    _feed(governor, {1: 5.0}, 100)
+    assert governor.threads == 1 and governor.batch_threads == 4
+
+
+def test_counts_reach_the_context_only_when_they_change() -> None:
+    governor = ThreadGovernor(most=2, batch=3)
+    calls: list[tuple[int, int]] = []
+    for _ in range(3):
+        governor.apply(lambda threads, batch: calls.append((threads, batch)))
+    _feed(governor, {1: 0.044, 2: 0.025}, 40)
+    _feed(governor, {1: 0.050, 2: 0.300}, WINDOW)
+    governor.apply(lambda threads, batch: calls.append((threads, batch)))
+    assert calls == [(2, 3), (1, 1)]

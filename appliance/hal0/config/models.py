@@ -249,6 +249,12 @@ class ModelConfig(_Section):
     n_threads_batch: int | None = Field(
         None, ge=1, le=1024, description="Prompt-processing threads (null: the same as n_threads)."
     )
+    adaptive_threads: bool = Field(
+        True,
+        description="Use fewer threads while other work keeps the cores busy: the count follows measured "
+        "generation speed, between 1 and n_threads, and returns to n_threads when that is fastest again "
+        "(llama.cpp's threads wait on each other, so one descheduled thread stalls them all). false: always n_threads.",
+    )
     main_gpu: int = Field(0, ge=0, description="GPU used for the whole model or its scratch buffers.")
     split_mode: Literal["none", "layer", "row"] = Field("layer", description="How to split across several GPUs.")
     tensor_split: tuple[float, ...] | None = Field(

@@ -10,6 +10,7 @@ the rest) are its public API and are called where they are used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -21,6 +22,13 @@ def model_of(llama: Any) -> Any:
 def context_of(llama: Any) -> Any:
     """The llama_context pointer of the Llama's own context."""
     return llama._ctx.ctx
+
+
+def thread_setter(context: Any) -> Callable[[int, int], None]:
+    """Sets the generation and batch thread counts of a llama_context pointer for its next decodes."""
+    import llama_cpp
+
+    return lambda threads, batch: llama_cpp.llama_set_n_threads(context, threads, batch)
 
 
 def new_context(model: Any, params: Any) -> Any:

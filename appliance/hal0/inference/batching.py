@@ -28,15 +28,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy
 
-from hal0.inference.backend import close_context, context_pointer, model_of, new_context
+from hal0.inference.backend import close_context, context_pointer, model_of, new_context, thread_setter
 from hal0.inference.job import TokenJob, TokenStep
 from hal0.inference.prompt_cache import SHARED, CacheKey, PromptCache, PromptObserver, as_tokens
 from hal0.inference.task import FinishReason
+from hal0.inference.threads import ThreadGovernor
 
 log = logging.getLogger("hal0.inference")
 
@@ -83,6 +85,7 @@ class BatchScheduler:
         prompt_cache_bytes: int = 0,
         observer: StepObserver | None = None,
         prompt_observer: PromptObserver | None = None,
+        governor: ThreadGovernor | None = None,
     ) -> None:
         import llama_cpp
 
@@ -106,6 +109,8 @@ class BatchScheduler:
         params.embeddings = False
         self._context = new_context(self._llama_model, params)
         self._ctx_ptr = context_pointer(self._context)
+        self._governor = governor
+        self._set_threads = thread_setter(self._ctx_ptr)
         self._memory = llama_cpp.llama_get_memory(self._ctx_ptr)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(seq) for seq in range(n_slots)]
@@ -241,7 +246,13 @@ class BatchScheduler:
         if n == 0:
             return
         batch.n_tokens = n
+        governor = self._governor
+        if governor is not None:
+            governor.apply(self._set_threads)
+        started = time.perf_counter()
         code = self._llama_cpp.llama_decode(self._ctx_ptr, batch)
+        if governor is not None and code == 0 and not waiting:  # generation steps only: one token per slot
+            governor.record(n, time.perf_counter() - started)
         if code != 0:
             # What a failed decode left in the KV is unknown: every slot in the batch ends and is cleared.
             error = RuntimeError(f"llama_decode returned {code}")

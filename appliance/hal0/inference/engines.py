@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from hal0.inference.backend import context_of, model_of
+from hal0.inference.backend import context_of, model_of, thread_setter
 from hal0.inference.batching import END, ERROR, BatchScheduler
 from hal0.inference.job import Sampled, TokenJob, TokenStep
 from hal0.inference.prompt_cache import SHARED, CacheKey, PromptCache, PromptObserver, as_tokens
 from hal0.inference.task import FinishReason, GenerationFailed
+from hal0.inference.threads import ThreadGovernor
 
 __all__ = ["BatchedEngine", "Engine", "Sampled", "SingleEngine", "TokenJob"]
 
@@ -44,8 +45,11 @@ class Engine(Protocol):
 class SingleEngine:
     """One generation at a time on the Llama's context (the runtime's single turn guarantees it)."""
 
-    def __init__(self, llama: Any, default_seed: int | None, prompt_cache_bytes: int = 0, observer: PromptObserver | None = None) -> None:
+    def __init__(self, llama: Any, default_seed: int | None, prompt_cache_bytes: int = 0, observer: PromptObserver | None = None,
+                 governor: ThreadGovernor | None = None) -> None:
         self._llama = llama
+        self._governor = governor
+        self._set_threads = thread_setter(context_of(llama))
         self._n_vocab = llama.n_vocab()
         self._default_seed = default_seed
         self._cache = PromptCache(context_of(llama), model_of(llama).model, prompt_cache_bytes, observer)
@@ -103,11 +107,17 @@ class SingleEngine:
         self._cache.clear()
 
     def _eval(self, tokens: list[int]) -> None:
+        governor = self._governor
+        if governor is not None:
+            governor.apply(self._set_threads)
+        started = time.perf_counter()
         try:
             self._llama.eval(tokens)
         except RuntimeError as error:
             self._llama.reset()  # the cache no longer matches input_ids
             raise GenerationFailed(str(error)) from error
+        if governor is not None and len(tokens) == 1:  # generation steps: prompts vary too much to compare
+            governor.record(1, time.perf_counter() - started)
 
 
 class BatchedEngine:

@@ -41,7 +41,7 @@ from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
 from hal0.inference.state import ModelState, ModelUnavailable
 from hal0.inference.task import Finish, Task
 from hal0.inference.templates import template_for
-from hal0.inference.threads import effective_threads
+from hal0.inference.threads import ThreadGovernor, effective_threads
 
 log = logging.getLogger("hal0.inference")
 
@@ -171,9 +171,11 @@ class ModelRuntime:
         seed = self.config.seed if self.config.seed >= 0 else None
         # The prompt cache is made with the engine, over its context: a new load starts it empty.
         cache_bytes = self.config.prompt_cache_mib * MIB
+        # A model's one decode loop (the single engine or the scheduler) owns its governor.
+        governor = ThreadGovernor(kwargs["n_threads"], kwargs["n_threads_batch"]) if self.config.adaptive_threads else None
         if self.slots == 1:
             llama = Llama(**kwargs)
-            engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self))
+            engine = SingleEngine(llama, seed, cache_bytes, _EngineReporter(self), governor)
             self._single = engine
             template = template_for(llama, self.config.chat_template_file)
             self._loaded = LoadedModel(llama, template, engine, self.config.prompt_cache_scope, tool_syntax(template, self.config.tool_format))
@@ -193,6 +195,7 @@ class ModelRuntime:
             prompt_cache_bytes=cache_bytes,
             observer=_EngineReporter(self),
             prompt_observer=_EngineReporter(self),
+            governor=governor,
         )
         syntax = tool_syntax(template, self.config.tool_format)
         self._loaded = LoadedModel(llama, template, BatchedEngine(self._scheduler), self.config.prompt_cache_scope, syntax)
