@@ -102,13 +102,14 @@ test:
 	$(MAKE) --no-print-directory lint lint-infra test-fast test-infra test-fleet test-image
 
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~15 min, and ~8 more
-# for the agent workload and the streams run when gemma3-270m is installed).
+# for the agent workload, the streams run and the noisy-neighbour run when gemma3-270m is installed).
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e "appliance[test,demo,bench]"
 	$(VENV)/bin/python -m tests.bench.bench_inference
 	$(VENV)/bin/python -m tests.bench.bench_peers
 	$(VENV)/bin/python -m tests.bench.bench_agents --runs agents beyond_slots streams
 	$(VENV)/bin/python -m tests.bench.bench_load
+	$(VENV)/bin/python -m tests.bench.bench_noisy
 	$(VENV)/bin/python tests/bench/bench_memory.py
 	$(VENV)/bin/python -m tests.bench.bench_lifecycle
 	if [ -f tests/bench/bench_batching.py ]; then $(VENV)/bin/python -m tests.bench.bench_batching; fi

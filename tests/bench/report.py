@@ -116,6 +116,24 @@ def agents_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def noisy_section(data: dict[str, Any]) -> list[str]:
+    lines = [f"## A busy box: {data['model']} with 0, 1 and 2 cores busy (bench_noisy)", "",
+             f"{data['tokens']} tokens at temperature 0, median of {data['runs']} runs, {data['threads']} threads on {data['cpus']} CPUs; "
+             "a CPU hog of N busy-loop processes in the servers' session. `hal0`: shipped settings (adaptive_threads); "
+             "`hal0 fixed`: every decode on all threads; llama-server: the same threads, its --poll and --prio defaults.", "",
+             "| busy cores | side | s (p50) | s (max) | tok/s | vs its quiet speed | load avg (1 min) before -> after |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for step in data["steps"]:
+        for name, row in step["sides"].items():
+            ratio = f"{row['vs_quiet']:.2f}x" if "vs_quiet" in row else "—"
+            lines.append(f"| {step['busy_cores']} | {name} | {row['seconds_p50']:.2f} | {row['seconds_max']:.2f} | {row['tokens_per_s']:.1f} | "
+                         f"{ratio} | {step['loadavg_before'][0]:.1f} -> {step['loadavg_after'][0]:.1f} |")
+    names = list(data["steps"][0]["sides"]) if data["steps"] else []
+    _bar(RESULTS / "noisy.png", f"{data['model']}: generated tokens/s with busy cores", [f"{step['busy_cores']} busy" for step in data["steps"]],
+         {name: [step["sides"][name]["tokens_per_s"] for step in data["steps"]] for name in names}, "tokens/s (median)")
+    return [*lines, "", "![noisy](noisy.png)", ""]
+
+
 def main() -> Path:
     lines = ["# hal0 benchmark report", "", "Every number is measured in one run against a baseline in the same run. "
              "The machine is shared: compare ratios, not absolute speeds.", ""]
@@ -128,6 +146,9 @@ def main() -> Path:
     agents = _load("bench_agents")
     if agents:
         lines += agents_section(agents)
+    noisy = _load("bench_noisy")
+    if noisy:
+        lines += noisy_section(noisy)
     for extra in ("bench_batching", "bench_memory", "bench_lifecycle", "provisioning"):
         data = _load(extra)
         if data:
