@@ -38,7 +38,7 @@ class MemoryKind(enum.StrEnum):
 
 
 _LAYER = re.compile(r"^load_tensors: layer +(\d+) assigned to device (.+?), is_swa = \d+\s*$")
-_BUFFER = re.compile(r"^\w+: +(\S+) +(model|KV|RS|compute|output) buffer size = +([0-9.]+) MiB\s*$")
+_BUFFER = re.compile(r"^\w+: +(\S+) +(model|KV|RS|compute|output) buffer size = +(\d+(?:\.\d+)?) MiB\s*$")
 _BUFFER_KINDS = {"model": MemoryKind.MODEL, "KV": MemoryKind.KV, "RS": MemoryKind.KV, "compute": MemoryKind.COMPUTE, "output": MemoryKind.COMPUTE}
 
 

@@ -127,7 +127,7 @@ class ModelRuntime:
         self.error: str | None = None
         self.loaded_at: float | None = None
         self.offload: Offload | None = None  # where the loaded model runs, from llama.cpp's load log
-        self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows "offloaded N/M layers"
+        self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows llama.cpp's per-layer device assignment
         # null means the physical cores this process may use, not llama-cpp-python's cpu_count // 2;
         # the batched scheduler copies the Llama's context params, so both modes run alike.
         self.n_threads = effective_threads(config.n_threads)
