@@ -1,10 +1,14 @@
 """Reading what a load really did from llama.cpp's load log (issue 28): the per-layer assignment and the
 buffers, never the `offloaded N/M layers to GPU` summary, which a Vulkan build prints even when every layer
-stays on the CPU. The Vulkan logs below are llama.cpp 0.3.36's format strings filled in as the issue saw
-them (gemma3-270m, 18 layers plus the output layer, on Mesa's llvmpipe); the CPU ones are checked against a
-real load in tests/integration/test_offload.py."""
+stays on the CPU. llama_logs/ holds real loads of the tiny model (2 layers plus the output layer) by the
+Vulkan wheel of llama-cpp-python 0.3.36 on Mesa's llvmpipe (GGML_VK_VISIBLE_DEVICES=0), captured by
+backend.captured_log (tensor and graph debug lines left out); vulkan_log() fills llama.cpp's format strings as
+the issue saw them for gemma3-270m (18 layers plus the output layer). CPU loads are checked live in
+tests/integration/test_offload.py."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from hal0.inference.devices import Device, DeviceType
@@ -14,6 +18,37 @@ from hal0.inference.prompt_cache import MIB
 CPU = Device("CPU", "Intel(R) Xeon(R) Processor", DeviceType.CPU, "CPU", "CPU")
 LLVMPIPE = Device("Vulkan0", "llvmpipe (LLVM 15.0.6, 256 bits)", DeviceType.GPU, "Vulkan", "Vulkan0")
 GEMMA_LAYERS = 18
+TINY_LAYERS = 2
+LOGS = Path(__file__).parent / "llama_logs"
+
+
+def real_log(name: str) -> list[str]:
+    return (LOGS / f"{name}.log").read_text().splitlines()
+
+
+def test_a_real_vulkan_load_with_every_layer_on_llvmpipe() -> None:
+    offload = read_load_log(real_log("vulkan-all-layers"), [LLVMPIPE, CPU], TINY_LAYERS)
+    assert (offload.backend, offload.layers_offloaded, offload.layers_total) == ("Vulkan", 3, 3)
+    assert offload.as_json()["device_bytes"] == {"model": round(0.38 * MIB), "kv": round(0.25 * MIB), "compute": round(1.51 * MIB)}
+    assert offload.as_json()["host_bytes"] == {"model": round(0.07 * MIB), "kv": 0, "compute": round(0.76 * MIB)}  # CPU_Mapped, Vulkan_Host
+
+
+def test_a_real_vulkan_load_with_one_layer_offloaded() -> None:
+    # n_gpu_layers 1: the output layer only.
+    offload = read_load_log(real_log("vulkan-one-layer"), [LLVMPIPE, CPU], TINY_LAYERS)
+    assert (offload.backend, offload.layers_offloaded, offload.layers_total) == ("Vulkan", 1, 3)
+    assert [(use.device.name, use.layers) for use in offload.devices] == [("Vulkan0", 1), ("CPU", 2)]
+    assert offload.as_json()["device_bytes"]["kv"] == 0  # the KV of layers 0 and 1 stays with them, on the CPU
+
+
+def test_a_real_vulkan_build_that_sees_no_device_runs_every_layer_on_the_cpu() -> None:
+    # Without GGML_VK_VISIBLE_DEVICES, ggml skips llvmpipe ("ggml_vulkan: No devices found."); asked for -1 layers
+    # (hal0 refuses that before loading: this is llama.cpp's own load), every layer is on the CPU.
+    lines = real_log("vulkan-no-device")
+    assert "ggml_vulkan: No devices found." in lines
+    offload = read_load_log(lines, [CPU], TINY_LAYERS)
+    assert (offload.backend, offload.layers_offloaded, offload.layers_total) == ("CPU", 0, 3)
+    assert offload.as_json()["device_bytes"] == {"model": 0, "kv": 0, "compute": 0}
 
 
 def vulkan_log(devices: list[str]) -> list[str]:
