@@ -3,7 +3,8 @@
 Beyond request counts this exports what an inference operator needs and peers lack: a
 time-to-first-token histogram per model, token counters, queue depth and load state, and the
 model lifecycle: loads and unloads by reason, load durations, the number of models in memory, and
-the prompt cache: prompt tokens served from cache vs computed, RAM cache lookups, bytes and entries.
+the prompt cache: prompt tokens served from cache vs computed, RAM cache lookups, bytes and entries,
+and where each loaded model runs (layers offloaded, bytes per device), as llama.cpp's load log says.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hal0.inference import Lifecycle, ModelRegistry, ModelState
+from hal0.inference.offload import MemoryKind
 from hal0.inference.prompt_cache import CacheSize, PromptReuse
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -37,6 +39,13 @@ class _ModelCollector(Collector):
         busy_slots = GaugeMetricFamily("hal0_busy_slots", "Slots holding a request", labels=["model"])
         state = GaugeMetricFamily("hal0_model_state", "Model load state (1 = current)", labels=["model", "state"])
         loaded = GaugeMetricFamily("hal0_loaded_models", "Models in memory (ready)")
+        # Only for loaded models, from llama.cpp's own load log (never the config's n_gpu_layers).
+        layers = GaugeMetricFamily("hal0_model_layers", "Layers of the loaded model, as llama.cpp counts them (repeating plus output)",
+                                   labels=["model"])
+        offloaded = GaugeMetricFamily("hal0_model_layers_offloaded", "Layers llama.cpp assigned to a device other than the CPU",
+                                      labels=["model", "backend"])
+        device_bytes = GaugeMetricFamily("hal0_model_device_bytes", "Bytes of the loaded model's buffers per device (CPU: host memory) "
+                                         "and kind (model weights, kv cache, compute buffers)", labels=["model", "device", "kind"])
         for model in self._lifecycle.statuses():
             # Waiting counts requests waiting for the model's load as well as for a slot.
             depth.add_metric([model.id], model.waiting)
@@ -45,8 +54,15 @@ class _ModelCollector(Collector):
             busy_slots.add_metric([model.id], model.running)
             for candidate in ModelState:
                 state.add_metric([model.id, candidate.value], 1 if model.state is candidate else 0)
+            offload = model.offload
+            if offload is not None:
+                layers.add_metric([model.id], offload.layers_total)
+                offloaded.add_metric([model.id, offload.backend], offload.layers_offloaded)
+                for use in offload.devices:
+                    for kind in MemoryKind:
+                        device_bytes.add_metric([model.id, use.device.name, kind.value], use.bytes[kind])
         loaded.add_metric([], self._lifecycle.loaded_count)
-        return [depth, busy, slots, busy_slots, state, loaded]
+        return [depth, busy, slots, busy_slots, state, loaded, layers, offloaded, device_bytes]
 
 
 def _sample(metric: Counter | Gauge, model: str) -> float:

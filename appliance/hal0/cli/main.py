@@ -8,12 +8,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from hal0 import __version__
 from hal0.cli import approvals as approvals_cli
 from hal0.cli import memory as memory_cli
+from hal0.cli.client import default_url
 from hal0.config import ConfigError, load_config
 from hal0.config.docs import reference_table
 from hal0.config.models import Hal0Config
@@ -177,15 +179,51 @@ def cmd_models_make_test_model(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
     try:
-        loaded = load_config(_config_path(args.config))
+        loaded = load_config(path)
     except ConfigError as error:
         return _print_config_error(error)
+    live = _served_models(args.url or default_url(path))
     for model in loaded.config.models:
         present = "present" if Path(model.path).is_file() else "MISSING"
         default = " (default)" if model.default else ""
-        print(f"{model.id}{default}\t{model.path}\t{present}\tn_gpu_layers={model.n_gpu_layers}\tn_ctx={model.n_ctx}")
+        row = f"{model.id}{default}\t{model.path}\t{present}\tn_gpu_layers={model.n_gpu_layers}\tn_ctx={model.n_ctx}"
+        if live is not None and model.id in live:
+            row += "\t" + _offload_columns(live[model.id])
+        print(row)
     return 0
+
+
+def _served_models(url: str) -> dict[str, dict[str, Any]] | None:
+    """The running hal0's /v1/models by id (what it really loaded, and where), or None (said on stderr)
+    when none answers at `url`: the listing is then the config's alone."""
+    import httpx
+
+    from hal0.cli.client import CliError, check_response
+
+    try:
+        reply = check_response(httpx.get(f"{url.rstrip('/')}/v1/models", timeout=5))
+        return {item["id"]: item for item in reply["data"]}
+    except (httpx.HTTPError, CliError, KeyError, TypeError, ValueError) as error:
+        print(f"hal0 models list: no running hal0 answered at {url} ({error}); state and offload not shown (see --url)", file=sys.stderr)
+        return None
+
+
+def _offload_columns(model: dict[str, Any]) -> str:
+    """state=..., and for a loaded model what llama.cpp did: layers offloaded of the total, per device its
+    layers and bytes (MiB, as llama.cpp logs them)."""
+    from hal0.inference.prompt_cache import MIB
+
+    columns = [f"state={model.get('state')}"]
+    offload = model.get("offload")
+    if offload:
+        columns.append(f"offloaded={offload['layers_offloaded']}/{offload['layers_total']} layers ({offload['backend']})")
+        for device in offload["devices"]:
+            used = device["bytes"]
+            columns.append(f"{device['name']}: {device['layers']} layers, {used['model'] / MIB:.2f} MiB model, "
+                           f"{used['kv'] / MIB:.2f} MiB KV, {used['compute'] / MIB:.2f} MiB compute")
+    return "\t".join(columns)
 
 
 def cmd_image_validate(args: argparse.Namespace) -> int:
@@ -237,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("path")
     make.add_argument("--seed", type=int, default=0)
     make.set_defaults(run=cmd_models_make_test_model)
-    listing = model_commands.add_parser("list", help="list configured models and whether their files exist")
+    listing = model_commands.add_parser("list", help="list configured models, whether their files exist, and where the running hal0 put them")
     listing.add_argument("--config")
+    listing.add_argument("--url", help="the running hal0 to ask for state and offload (default: loopback, port from the config)")
     listing.set_defaults(run=cmd_models_list)
 
     approvals_cli.add_parser(commands, DEFAULT_CONFIG)

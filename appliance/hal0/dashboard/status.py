@@ -59,6 +59,8 @@ def model_rows(services: Services) -> list[dict[str, Any]]:
             "size": file_size,
             "n_ctx": config.n_ctx,
             "n_gpu_layers": config.n_gpu_layers,
+            # What llama.cpp did with them (its load log), beside what the config asked: None unless loaded.
+            "offload": model.offload.as_json() if model.offload is not None else None,
             "parallel": config.parallel,
             "n_threads": lifecycle.runtime(model.id).n_threads,
             "slots": model.slots,

@@ -27,9 +27,11 @@ class DeviceType(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Device:
-    name: str
-    description: str
+    name: str  # "CPU", "Vulkan0", "CUDA0": what llama.cpp's load log names it by
+    description: str  # "llvmpipe (LLVM 15.0.6, 256 bits)", the GPU's model
     type: DeviceType
+    backend: str = ""  # the ggml backend that registered it: "CPU", "Vulkan", "CUDA"
+    buffer_type: str = ""  # the name of its own memory's buffer type ("Vulkan0"); "Vulkan_Host" and the like are host memory
 
     @property
     def offloads(self) -> bool:
@@ -54,7 +56,17 @@ def _ggml() -> ctypes.CDLL:
         getattr(library, name).argtypes = [ctypes.c_void_p]
     library.ggml_backend_dev_type.restype = ctypes.c_int
     library.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    for name in ("ggml_backend_dev_backend_reg", "ggml_backend_dev_buffer_type"):
+        getattr(library, name).restype = ctypes.c_void_p
+        getattr(library, name).argtypes = [ctypes.c_void_p]
+    for name in ("ggml_backend_reg_name", "ggml_backend_buft_name"):
+        getattr(library, name).restype = ctypes.c_char_p
+        getattr(library, name).argtypes = [ctypes.c_void_p]
     return library
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode(errors="replace")
 
 
 def devices() -> list[Device]:
@@ -68,10 +80,14 @@ def devices() -> list[Device]:
     for index in range(library.ggml_backend_dev_count()):
         device = library.ggml_backend_dev_get(index)
         kind = library.ggml_backend_dev_type(device)
+        registry = library.ggml_backend_dev_backend_reg(device)
+        buffer_type = library.ggml_backend_dev_buffer_type(device)
         found.append(Device(
-            (library.ggml_backend_dev_name(device) or b"").decode(errors="replace"),
-            (library.ggml_backend_dev_description(device) or b"").decode(errors="replace"),
+            _text(library.ggml_backend_dev_name(device)),
+            _text(library.ggml_backend_dev_description(device)),
             DeviceType(kind) if kind in DeviceType._value2member_map_ else DeviceType.ACCEL,
+            _text(library.ggml_backend_reg_name(registry)) if registry else "",
+            _text(library.ggml_backend_buft_name(buffer_type)) if buffer_type else "",
         ))
     return found
 

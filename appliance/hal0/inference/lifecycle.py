@@ -29,6 +29,7 @@ from typing import Protocol
 
 from hal0 import faults
 from hal0.inference.admission import Admission, Hold, Ticket
+from hal0.inference.offload import Offload
 from hal0.inference.registry import ModelRegistry
 from hal0.inference.runtime import ModelRuntime
 from hal0.inference.state import ModelState, ModelUnavailable
@@ -84,13 +85,15 @@ class ModelStatus:
     running: int
     waiting: int  # for the load or for a turn
     slots: int
+    offload: Offload | None = None  # where it runs, as llama.cpp's load log says; None unless ready
 
     def as_json(self) -> dict[str, object]:
-        """The lifecycle fields every view shows (/v1/models, /health, the admin tools)."""
+        """The lifecycle fields the full views show (/v1/models, the admin tools)."""
         return {
             "state": self.state, "load": self.load, "pinned": self.pinned, "keep_alive_s": self.keep_alive_s,
             "since": self.since, "last_used": self.last_used, "idle_deadline": self.idle_deadline,
             **({"error": self.error} if self.error else {}),
+            "offload": self.offload.as_json() if self.offload is not None else None,
         }
 
 
@@ -342,7 +345,7 @@ class Lifecycle:
             id=runtime.id, state=state, load=config.load, pinned=config.pinned, keep_alive_s=config.keep_alive_s,
             since=_wall(since), last_used=_wall(entry.last_used) if entry.last_used else None, idle_deadline=deadline,
             error=runtime.error if state is ModelState.FAILED else None, running=admission.running,
-            waiting=admission.waiting, slots=runtime.slots,
+            waiting=admission.waiting, slots=runtime.slots, offload=runtime.offload if state is ModelState.READY else None,
         )
 
     def _state(self, entry: _Entry) -> tuple[ModelState, float | None]:

@@ -30,13 +30,15 @@ from typing import Any, Protocol
 
 from hal0.config.models import ModelConfig
 from hal0.inference.admission import Admission, Hold, Ticket
+from hal0.inference.backend import captured_log, layer_count
 from hal0.inference.batching import BatchScheduler
 from hal0.inference.bridge import Generation, until_done
-from hal0.inference.devices import check_offload
+from hal0.inference.devices import check_offload, devices
 from hal0.inference.embeddings import EMBED_GROUP, Embedder, check_embedding, merge_embeddings
 from hal0.inference.engines import BatchedEngine, SingleEngine
 from hal0.inference.generate import LoadedModel, task_prompt
 from hal0.inference.native_tools import tool_syntax
+from hal0.inference.offload import Offload, OffloadUnknown, read_load_log
 from hal0.inference.prompt_cache import MIB, CacheSize, PromptReuse
 from hal0.inference.state import ModelState, ModelUnavailable
 from hal0.inference.task import Finish, Task
@@ -124,7 +126,8 @@ class ModelRuntime:
         self.state = ModelState.UNLOADED
         self.error: str | None = None
         self.loaded_at: float | None = None
-        self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows "offloaded N/M layers"
+        self.offload: Offload | None = None  # where the loaded model runs, from llama.cpp's load log
+        self._verbose = verbose or config.n_gpu_layers != 0  # so the journal shows llama.cpp's per-layer device assignment
         # null means the physical cores this process may use, not llama-cpp-python's cpu_count // 2;
         # the batched scheduler copies the Llama's context params, so both modes run alike.
         self.n_threads = effective_threads(config.n_threads)
@@ -157,16 +160,28 @@ class ModelRuntime:
             return
         self.state = ModelState.READY
         self.loaded_at = time.time()
-        log.info("model %s ready (%s, n_gpu_layers=%s)", self.id, self.config.path, self.config.n_gpu_layers)
+        log.info("model %s ready (%s, n_gpu_layers=%s): %s", self.id, self.config.path, self.config.n_gpu_layers, _describe(self.offload))
 
     def _load_sync(self) -> Any:
         import os
 
-        from llama_cpp import Llama
-
         if not os.path.isfile(self.config.path):
             raise FileNotFoundError(f"model file not found: {self.config.path}")
         check_offload(self.id, self.config.n_gpu_layers)  # never silently on the CPU
+        self.offload = None
+        # Everything llama.cpp logs while the model and its contexts are made says where they went.
+        with captured_log() as load_log:
+            llama = self._construct()
+        try:
+            self.offload = read_load_log(load_log, devices(), layer_count(llama))
+        except OffloadUnknown as error:
+            log.warning("model %s: where its layers run is not reported: %s", self.id, error)
+        return llama
+
+    def _construct(self) -> Any:
+        """The model's Llama, its engine and LoadedModel (on the model's worker thread)."""
+        from llama_cpp import Llama
+
         kwargs = llama_kwargs(self.config, self._verbose, self.n_threads)
         seed = self.config.seed if self.config.seed >= 0 else None
         # The prompt cache is made with the engine, over its context: a new load starts it empty.
@@ -206,6 +221,7 @@ class ModelRuntime:
             llama, scheduler, single = self._llama, self._scheduler, self._single
             constraints = self._loaded.constraints if self._loaded is not None else None
             self._llama = self._scheduler = self._single = self._loaded = None
+            self.offload = None
             self.state = ModelState.UNLOADED
             # The constraint engine first: its thread may still be reading the vocabulary the Llama frees.
             await asyncio.get_running_loop().run_in_executor(self._executor, _close, constraints, single, scheduler, llama, self._embedder)
@@ -302,6 +318,14 @@ class ModelRuntime:
 
     def tokenize(self, text: str) -> list[int]:
         return self._llama.tokenize(text.encode(), add_bos=False, special=True) if self._llama else []
+
+
+def _describe(offload: Offload | None) -> str:
+    """One line for the journal: what llama.cpp did with the layers."""
+    if offload is None:
+        return "offload not known"
+    where = ", ".join(f"{use.device.name} {use.layers}" for use in offload.devices if use.layers)
+    return f"{offload.layers_offloaded}/{offload.layers_total} layers offloaded ({offload.backend}; layers on {where})"
 
 
 def _close(*instances: Any) -> None:
