@@ -9,7 +9,8 @@
 //
 // Input: one JSON object per stdin line:
 //   {"template": "<jinja source>", "tools": [...OpenAI tools...], "text": "<generated text>",
-//    "reasoning_format": "auto"|"none"|"deepseek"|"deepseek-legacy" (default "auto", the server's default),
+//    "reasoning_format": "none"|"auto"|"deepseek"|"deepseek-legacy" (default "deepseek": common_params'
+//    default, so llama-server's without --reasoning-format; its --help says "auto", which parses the same),
 //    "tool_choice": "auto" (default), "parallel_tool_calls": bool (default: the template's caps, as the server),
 //    "messages": [...] (default one user turn), "chat_template_kwargs": {...}, "enable_thinking": bool
 //    (default: whether the template supports it, as the server with --reasoning auto),
@@ -67,7 +68,7 @@ static json handle(const json & req) {
         inputs.use_jinja           = true;
         inputs.parallel_tool_calls = req.value("parallel_tool_calls", caps["supports_parallel_tool_calls"]);
         inputs.add_generation_prompt = req.value("add_generation_prompt", true);
-        inputs.reasoning_format    = common_reasoning_format_from_name(req.value("reasoning_format", std::string("auto")));
+        inputs.reasoning_format    = common_reasoning_format_from_name(req.value("reasoning_format", std::string("deepseek")));
         inputs.enable_thinking     = req.value("enable_thinking", supports_thinking);
         const json kwargs = req.value("chat_template_kwargs", json::object());
         for (const auto & item : kwargs.items()) {

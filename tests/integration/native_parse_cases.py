@@ -10,7 +10,7 @@ the one llama.cpp's parsers expect (common/chat.cpp, chat-auto-parser*, parsers/
 What llama-server reports for the text is recorded in native_parse_expected.json by running
 image/llama-chat-parse, which makes the calls the server makes (common_chat_templates_init,
 common_chat_templates_apply with the request's tools, then common_chat_parse on the text, not partial,
-reasoning_format "auto" as the server's default). llama-server itself cannot be made to produce a given
+not streamed, tool_choice "auto", reasoning_format the server's default). llama-server itself cannot be made to produce a given
 text: it refuses a `grammar` together with tools. Re-record after changing a case with
 `python tests/tools/record_native_parse.py`; test_native_parse.py checks the recording still holds.
 """
