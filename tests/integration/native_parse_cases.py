@@ -195,6 +195,84 @@ CASES: list[Case] = [
 ]
 
 
+# Family extras with llama.cpp's dedicated parsers (common/parsers/) or their own markers.
+_CODER_ONE = "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>"
+_CODER_TWO = "<tool_call>\n<function=get_time>\n<parameter=zone>\nAsia/Tokyo\n</parameter>\n</function>\n</tool_call>"
+# gpt-oss (harmony): the generation prompt is "<|start|>assistant"; a call names its recipient
+_OSS_ONE = f"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{_j(PARIS)}<|call|>"
+_OSS_THINK = f"<|channel|>analysis<|message|>{THOUGHT}<|end|><|start|>assistant"
+_SMALL_ONE = f"[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]{_j(PARIS)}"
+_SMALL_TWO = f"[TOOL_CALLS]get_time[CALL_ID]f5g6h7i8j[ARGS]{_j(TOKYO)}"
+_MINISTRAL_ONE = f"[TOOL_CALLS]get_weather[ARGS]{_j(PARIS)}"
+_V31_ONE = f"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{_j(PARIS)}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+_V31_TWO = (f"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{_j(PARIS)}<｜tool▁call▁end｜>"
+            f"<｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{_j(TOKYO)}<｜tool▁call▁end｜><｜tool▁calls▁end｜>")
+_KIMI_ONE = (f"<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{_j(PARIS)}<|tool_call_end|>"
+             "<|tool_calls_section_end|>")
+_KIMI_TWO = (f"<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{_j(PARIS)}<|tool_call_end|>"
+             f"<|tool_call_begin|>functions.get_time:1<|tool_call_argument_begin|>{_j(TOKYO)}<|tool_call_end|><|tool_calls_section_end|>")
+
+EXTRA_CASES: list[Case] = [
+    *_family("qwen3-coder", "Qwen3-Coder.jinja", {
+        "one_call": _CODER_ONE,
+        "parallel_calls": f"{_CODER_ONE}\n{_CODER_TWO}",
+        "text_then_call": f"Let me check the weather for you.\n{_CODER_ONE}",
+        "malformed": "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</function>\n</tool_call>",
+        "plain_text": ANSWER,
+    }),
+    *_family("gpt-oss", "openai-gpt-oss-120b.jinja", {
+        "one_call": _OSS_ONE,
+        "parallel_calls": f"{_OSS_ONE}<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{_j(TOKYO)}<|call|>",
+        "text_then_call": f"<|channel|>commentary<|message|>Let me check the weather for you.<|end|><|start|>assistant{_OSS_ONE}",
+        "reasoning_then_call": f"{_OSS_THINK}{_OSS_ONE}",
+        "reasoning_then_text": f"{_OSS_THINK}<|channel|>final<|message|>{ANSWER}",
+        "malformed": f"{_OSS_THINK}<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{{\"city\": \"Paris\"",
+        "plain_text": f"<|channel|>final<|message|>{ANSWER}",
+    }),
+    *_family("mistral-small-3.2", "Mistral-Small-3.2-24B-Instruct-2506.jinja", {
+        "one_call": _SMALL_ONE,
+        "parallel_calls": f"{_SMALL_ONE}{_SMALL_TWO}",
+        "text_then_call": f"Let me check the weather for you.{_SMALL_ONE}",
+        "malformed": '[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]{"city": "Paris"',
+        "plain_text": ANSWER,
+    }),
+    *_family("ministral-3-reasoning", "mistralai-Ministral-3-14B-Reasoning-2512.jinja", {
+        "one_call": _MINISTRAL_ONE,
+        "parallel_calls": f"{_MINISTRAL_ONE}[TOOL_CALLS]get_time[ARGS]{_j(TOKYO)}",
+        "text_then_call": f"Let me check the weather for you.{_MINISTRAL_ONE}",
+        "reasoning_then_call": f"[THINK]{THOUGHT}[/THINK]{_MINISTRAL_ONE}",
+        "reasoning_then_text": f"[THINK]{THOUGHT}[/THINK]{ANSWER}",
+        "malformed": '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"',
+        "plain_text": ANSWER,
+    }),
+    # functionary v3.2: the generation prompt ends in ">>>"; the model names the recipient (a tool or "all")
+    *_family("functionary-v3.2", "meetkai-functionary-medium-v3.2.jinja", {
+        "one_call": f"get_weather\n{_j(PARIS)}",
+        "parallel_calls": f"get_weather\n{_j(PARIS)}>>>get_time\n{_j(TOKYO)}",
+        "text_then_call": f"all\nLet me check the weather for you.>>>get_weather\n{_j(PARIS)}",
+        "malformed": 'get_weather\n{"city": "Paris"',
+        "plain_text": f"all\n{ANSWER}",
+    }),
+    # DeepSeek V3.1 thinking: the generation prompt ends in "<think>"
+    *_family("deepseek-v3.1", "deepseek-ai-DeepSeek-V3.1.jinja", {
+        "one_call": f"</think>{_V31_ONE}",
+        "parallel_calls": f"</think>{_V31_TWO}",
+        "text_then_call": f"</think>Let me check the weather for you.{_V31_ONE}",
+        "reasoning_then_call": f"{THOUGHT}</think>{_V31_ONE}",
+        "malformed": f"{THOUGHT}</think><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{{\"city\": \"Paris\"",
+        "plain_text": f"{THOUGHT}</think>{ANSWER}",
+    }),
+    *_family("kimi-k2", "moonshotai-Kimi-K2.jinja", {
+        "one_call": _KIMI_ONE,
+        "parallel_calls": _KIMI_TWO,
+        "text_then_call": f"Let me check the weather for you.{_KIMI_ONE}",
+        "malformed": '<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{"city": "Paris"',
+        "plain_text": ANSWER,
+    }),
+]
+CASES += EXTRA_CASES
+
+
 def expected() -> dict[str, Any]:
     """The recorded reference result per case id (see the module doc)."""
     if not EXPECTED_PATH.exists():

@@ -57,8 +57,19 @@ def test_the_reference_still_reports_the_recording(chat_parse: Path, templates: 
     assert not changed, f"llama.cpp now reports otherwise (re-record and review): {json.dumps(changed, indent=1, ensure_ascii=False)}"
 
 
+def _arguments(arguments: Any) -> Any:
+    # Compared as JSON. Where llama.cpp's lenient parse passes on a call whose arguments are not JSON (a truncated
+    # object: see the malformed cases), the recording holds the raw text and hal0 must give that same text.
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
+
 def _calls(calls: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    return [(call["name"], call["arguments"] if isinstance(call["arguments"], dict | list) else json.loads(call["arguments"])) for call in calls]
+    return [(call["name"], _arguments(call["arguments"])) for call in calls]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)

@@ -5,7 +5,7 @@ tests/integration/native_parse_expected.json: per case the format and the parse 
 tool_calls with arguments as JSON) or the error llama-server fails the request with, and per template the
 format, generation prompt, lazy-grammar triggers, preserved tokens and thinking tags it derives with the tools.
 
-usage: python tests/tools/record_native_parse.py
+usage: python tests/tools/record_native_parse.py [BINARY]   (default: what image/llama-chat-parse prints)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _script(name: str, timeout: float) -> Path:
 
 
 def main() -> None:
-    binary = _script("llama-chat-parse", 3700)
+    binary = Path(sys.argv[1]) if len(sys.argv) > 1 else _script("llama-chat-parse", 3700)
     templates = _script("llama-templates", 700)
     reports = run_reference(binary, templates, CASES)
     recorded = {
