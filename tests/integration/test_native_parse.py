@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.native_parse_cases import CASES, Case, expected, recorded_form, run_reference
+from tests.integration.native_parse_cases import CASES, Case, expected, recorded_form, run_reference, template_form
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED: dict[str, Any] = expected()
@@ -55,6 +55,8 @@ def test_the_reference_still_reports_the_recording(chat_parse: Path, templates: 
     reports = run_reference(chat_parse, templates, CASES)
     changed = {case.id: recorded_form(reports[case.id]) for case in CASES if recorded_form(reports[case.id]) != RECORDED["cases"][case.id]}
     assert not changed, f"llama.cpp now reports otherwise (re-record and review): {json.dumps(changed, indent=1, ensure_ascii=False)}"
+    templates_now = {case.template: template_form(reports[case.id]) for case in CASES if "format" in reports[case.id]}
+    assert templates_now == RECORDED["templates"], "llama.cpp now derives other triggers or markers (re-record and review)"
 
 
 def _arguments(arguments: Any) -> Any:
