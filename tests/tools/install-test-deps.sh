@@ -5,7 +5,7 @@
 # the fleet's proxy), llama-server with the sdist's chat templates for the template differential, and
 # llama-chat-parse, the reference of the native tool-call parse tests (both built here, once and cached by
 # key, so no test waits on a build within its timeout: llama-server 13 min on a quiet 2-core machine,
-# llama-chat-parse BUILD_MIN min). Idempotent: a second run installs nothing (CI checks that).
+# llama-chat-parse 17 min on a busy one). Idempotent: a second run installs nothing (CI checks that).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
