@@ -74,17 +74,37 @@ def _calls(calls: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     return [(call["name"], _arguments(call["arguments"])) for call in calls]
 
 
+# Cases (an id, or a family for all its cases) where hal0 parses otherwise than llama-server, and why. The test
+# fails when one of them stops differing, so the list stays true (as test_template_differential's DIFFERS).
+DIFFERS: dict[str, str] = {}
+
+
+def _hal0_matches(native_tools: Any, case: Case, source: str) -> tuple[bool, str]:
+    """Whether hal0's parse_reply gives what llama-server reports for the case, and what it gave."""
+    want = RECORDED["cases"][case.id]
+    not_native = getattr(native_tools, "NotNative", ())
+    try:
+        got = native_tools.parse_reply(source, case.tools, case.text)
+    except not_native as error:
+        # hal0 keeps the generic format for this template: no native parse to compare, even where llama-server fails
+        return False, f"{type(error).__name__}: {error}"
+    except ValueError as error:
+        # llama-server fails the request ("The model produced output that does not match the expected ... format");
+        # hal0 says so with a ValueError naming the problem (any message)
+        return "error" in want and bool(str(error)), f"{type(error).__name__}: {error}"
+    if "error" in want:
+        return False, f"parsed {got}, llama-server fails the request: {want['error']}"
+    same = (got["content"], got["reasoning_content"], _calls(got["tool_calls"])) == (
+        want["content"], want["reasoning_content"], _calls(want["tool_calls"]))
+    return same, f"hal0: {got}\nllama-server: {want}"
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_hal0_parses_like_llama_server(case: Case, templates: Path) -> None:
     native_tools = pytest.importorskip("hal0.inference.native_tools", reason="hal0's native tool-call parser is not there yet")
-    want = RECORDED["cases"][case.id]
-    source = (templates / case.template).read_text(encoding="utf-8")
-    if "error" in want:
-        # llama-server fails the request ("The model produced output that does not match the expected ... format");
-        # hal0 says so with a ValueError naming the problem (any message)
-        with pytest.raises(ValueError, match=r"\S"):
-            native_tools.parse_reply(source, case.tools, case.text)
-        return
-    got = native_tools.parse_reply(source, case.tools, case.text)
-    assert (got["content"], got["reasoning_content"]) == (want["content"], want["reasoning_content"]), case.text
-    assert _calls(got["tool_calls"]) == _calls(want["tool_calls"]), case.text
+    same, said = _hal0_matches(native_tools, case, (templates / case.template).read_text(encoding="utf-8"))
+    why = DIFFERS.get(case.id) or DIFFERS.get(case.family)
+    if why:
+        assert not same, f"{case.id} no longer differs from llama-server ({why}): take it out of DIFFERS"
+    else:
+        assert same, f"{case.id}: {case.text!r}\n{said}"
