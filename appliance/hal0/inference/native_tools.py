@@ -39,6 +39,8 @@ _ID_A, _ID_B = "hal0Call1", "hal0Call2"  # nine alphanumerics: Mistral's templat
 _ARGS = {"hal0_key": "hal0_val"}
 _CONTENT = "HAL0CONTENT"
 _ID = "\x00id\x00"  # where a piece carries the call's id (Mistral, Solar)
+_NUM = "\x00n\x00"  # where a piece carries the call's index (Kimi's `functions.name:0`)
+_SLOTS = re.compile("(\x00id\x00|\x00n\x00)")
 _ID_PATTERN = r"[A-Za-z0-9]{9}"
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]")
 _PROBE_TOOLS = [
@@ -49,40 +51,49 @@ _PROBE_TOOLS = [
 
 @dataclass(frozen=True)
 class Trigger:
-    """What opens a call section in free text: a tag written anywhere (`<tool_call>`), or, for
-    formats whose call is a bare JSON object, that object's first key at the very start."""
+    """What opens a call section in free text: a tag (`<tool_call>`, `[TOOL_CALLS]`), or, for formats
+    whose call is a bare JSON object, that object's opening up to its first key (`{"name"`, any
+    spacing). `at_start`: only at the start of the reply (a reply that is a JSON answer or a call)."""
 
     text: str
+    json: bool = False
     at_start: bool = False
 
-    def find(self, text: str) -> int | None:
-        """Where the section begins in `text`, once the trigger is whole."""
-        if self.at_start:
-            stripped = text.lstrip()
-            return len(text) - len(stripped) if _compact(stripped).startswith(self.text) else None
-        at = text.find(self.text)
-        return None if at < 0 else at
+    def _pattern(self) -> re.Pattern[str]:
+        body = r"\s*".join(re.escape(char) for char in self.text) if self.json else re.escape(self.text)
+        return re.compile(r"\s*" + body if self.at_start else body)
+
+    def find(self, text: str, start: int = 0) -> int | None:
+        """Where the section begins in `text` (searched from `start`), once the trigger is whole."""
+        pattern = self._pattern()
+        found = pattern.match(text, start) if self.at_start else pattern.search(text, start)
+        if found is None:
+            return None
+        return found.start() + len(found.group(0)) - len(found.group(0).lstrip()) if self.at_start else found.start()
 
     def find_bytes(self, data: bytes, start: int) -> int | None:
         """`find` over a reply's bytes from `start` (what the lazy constraint watches)."""
-        if self.at_start:
-            rest = data[start:]
-            stripped = rest.lstrip()
-            if _compact(stripped.decode("utf-8", "ignore")).startswith(self.text):
-                return start + len(rest) - len(stripped)
-            return None
-        at = data.find(self.text.encode("utf-8"), start)
-        return None if at < 0 else at
+        if not self.json and not self.at_start:
+            at = data.find(self.text.encode("utf-8"), start)
+            return None if at < 0 else at
+        head = data[:start].decode("utf-8", "ignore")
+        found = self.find(head + data[start:].decode("utf-8", "ignore"), len(head))
+        return None if found is None else len(data[:start]) + len(data[start:].decode("utf-8", "ignore")[: found - len(head)].encode("utf-8"))
 
     def held(self, text: str) -> int:
         """How many trailing characters of `text` may still become the trigger (held back from the answer)."""
         if self.at_start:
-            compact = _compact(text)
-            return len(text) if self.text.startswith(compact) else 0
+            return len(text) if self._could_open(text.lstrip()) else 0
+        if self.json:
+            brace = text.rfind(self.text[0])
+            return len(text) - brace if brace >= 0 and self._could_open(text[brace:]) else 0
         for size in range(min(len(self.text) - 1, len(text)), 0, -1):
             if self.text.startswith(text[-size:]):
                 return size
         return 0
+
+    def _could_open(self, text: str) -> bool:
+        return self.text.startswith(_compact(text) if self.json else text)
 
 
 def _compact(text: str) -> str:
@@ -222,15 +233,24 @@ def derive_syntax(render: Any) -> CallSyntax:
         between = None
         if first >= 0 and second >= 0 and span_a is not None and span_b is not None:
             candidate = two[span_a[1] : second]
-            expected = two[: first] + _NAME_A + name_end + two[span_a[0] : span_a[1]] + candidate + _NAME_B + two[second + len(_NAME_B) : span_b[0]]
-            if two[second + len(_NAME_B) : span_b[0]] == name_end.replace(_ID_A, _ID_B) and expected == two[: span_b[0]]:
+            second_end = two[second + len(_NAME_B) : span_b[0]]
+            expected = two[: first] + _NAME_A + name_end + two[span_a[0] : span_a[1]] + candidate + _NAME_B + second_end
+            if second_end == name_end.replace(_ID_A, _ID_B) and expected == two[: span_b[0]]:
                 between = candidate.replace(_ID_A, _ID).replace(_ID_B, _ID)
+            elif _counted(second_end) == _counted(name_end) != name_end and expected == two[: span_b[0]]:
+                # The calls differ only by their index (`:0`, `:1`): the index is a number the parser skips.
+                name_end, between = _counted(name_end), _counted(candidate)
     except RenderError:
         between = None  # Llama 3.x: "This model only supports single tool-calls at once!"
     opening, name_end, close = (piece.replace(_ID_A, _ID) for piece in (opening, name_end, close))
     written = one[args_start:args_end]
     separators = (", " if ": " in written else ",", ": " if ": " in written else ":")
     return CallSyntax(opening, name_end, close, between, _trigger(opening), separators)
+
+
+def _counted(piece: str) -> str:
+    """`piece` with its numbers as index slots."""
+    return re.sub(r"[0-9]+", _NUM, piece)
 
 
 def tool_syntax(render: Any, tool_format: str | None) -> CallSyntax | None:
@@ -258,13 +278,14 @@ def _trigger(opening: str) -> Trigger:
     brace (`<tool_call>`, `[TOOL_CALLS]`, `functools[`); for a bare JSON object, its first key."""
     cut = re.search(r"[\s\"{]", opening)
     text = opening[: cut.start()] if cut else opening
-    if _ID in text:
-        text = text[: text.index(_ID)]
+    slot = _SLOTS.search(text)
+    if slot:
+        text = text[: slot.start()]
     if text:
         return Trigger(text)
     compact = _compact(opening)
     key = re.match(r'\{"[^"]*"', compact)
-    return Trigger(key.group(0) if key else compact, at_start=True)
+    return Trigger(key.group(0) if key else compact, json=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,9 +298,10 @@ def _literal(piece: str, specials: Mapping[str, int]) -> str:
     if not piece:
         return ""
     parts: list[str] = []
-    for index, chunk in enumerate(piece.split(_ID)):
-        if index:
-            parts.append(f"/{_ID_PATTERN}/")
+    for chunk in _SLOTS.split(piece):
+        if chunk in (_ID, _NUM):
+            parts.append(f"/{_ID_PATTERN}/" if chunk == _ID else "/[0-9]+/")
+            continue
         while chunk:
             found = min(
                 ((chunk.find(text), text) for text in specials if text and text in chunk),
@@ -372,11 +394,9 @@ class _Piece:
     template put one."""
 
     def __init__(self, text: str) -> None:
-        self.chunks: list[str | None] = []  # None: an id
-        for index, part in enumerate(text.split(_ID)):
-            if index:
-                self.chunks.append(None)
-            self.chunks.extend(part.split())
+        self.chunks: list[str] = []  # literal runs, and _ID / _NUM slots
+        for part in _SLOTS.split(text):
+            self.chunks.extend([part] if part in (_ID, _NUM) else part.split())
 
     def match(self, text: str, at: int, final: bool) -> int:
         """The end of the piece matched at `at`, or _FAIL, or _NEED while more text may decide."""
@@ -385,8 +405,8 @@ class _Piece:
                 at += 1
             if at == len(text):
                 return _FAIL if final else _NEED
-            if chunk is None:
-                run = re.match(r"[A-Za-z0-9]+", text[at:])
+            if chunk in (_ID, _NUM):
+                run = re.match(r"[A-Za-z0-9]+" if chunk == _ID else r"[0-9]+", text[at:])
                 if run is None:
                     return _FAIL
                 if at + run.end() == len(text) and not final:
@@ -418,7 +438,7 @@ class NativeParser:
         self._section = 0  # where the call section starts
         self._at = 0  # the parse position within the section
         # With a response format the reply is either that JSON or calls, so a call opens only at its start.
-        self._trigger = Trigger(syntax.trigger.text, at_start=True) if json_answer else syntax.trigger
+        self._trigger = Trigger(syntax.trigger.text, syntax.trigger.json, at_start=True) if json_answer else syntax.trigger
         self._state = "text"
         self._depth = 0
         self._in_string = False
@@ -481,28 +501,17 @@ class NativeParser:
 
     def _free_text(self, final: bool) -> Iterator[TextDelta]:
         trigger, text = self._trigger, self._text
-        if trigger.at_start:
-            if self._sent == 0:
-                at = trigger.find(text)
-                if at is not None:
-                    self._section, self._at, self._state = at, at, "open"
-                    return
-                if not final and trigger.held(text):
-                    return  # may still become a call
-            rest, self._sent = text[self._sent :], len(text)
-            if rest:
-                yield TextDelta(rest)
-            return
-        at = text.find(trigger.text, self._sent)
-        if at >= 0:
-            before = text[self._sent : at].rstrip()
-            if before:
-                yield TextDelta(before)
+        # A reply that may open with a call only, and did not: it is all text.
+        at = None if trigger.at_start and self._sent else trigger.find(text, self._sent)
+        if at is not None:
+            if text[self._sent : at].strip():  # the text before a call, as written (llama-server keeps its trailing space too)
+                yield TextDelta(text[self._sent : at])
             self._sent, self._section, self._at, self._state = at, at, at, "open"
             return
         end = len(text)
-        if not final:
+        if not final and not (trigger.at_start and self._sent):
             end -= trigger.held(text[self._sent :])
+            # whitespace is held too: it may turn out to precede a call
             end = self._sent + len(text[self._sent : end].rstrip()) if text[self._sent : end].strip() else self._sent
         if end > self._sent:
             yield TextDelta(text[self._sent : end])
@@ -544,18 +553,20 @@ class NativeParser:
             yield ToolCallDelta(self.calls - 1, arguments=self._text[start:at])
 
     def _next(self, final: bool) -> None:
-        """After a call's arguments: another call (`between`) or the close, once the text decides."""
-        closing = self._close.match(self._text, self._at, final)
-        following = self._between.match(self._text, self._at, final) if self._between is not None else _FAIL
+        """After a call's arguments: another call (`between`) or the close, once the text decides. A
+        reply that ends inside either (an end token cut the template's close short) is closed."""
+        closing = self._close.match(self._text, self._at, False)
+        following = self._between.match(self._text, self._at, False) if self._between is not None else _FAIL
         if following >= 0 and (closing < 0 or following > closing):
             self._at, self._state = following, "name"
-        elif closing == _NEED or following == _NEED:
-            if final:  # a reply cut short after a call: the call stands
-                self._state, self._sent = "after", len(self._text)
-        elif closing == _FAIL:
-            self._state, self._sent = "after", self._at  # what follows is text
-        else:
+        elif not final and (closing == _NEED or following == _NEED):
+            return  # more text decides
+        elif closing >= 0:
             self._state, self._sent = "after", closing
+        elif _NEED in (closing, following):
+            self._state, self._sent = "after", len(self._text)
+        else:
+            self._state, self._sent = "after", self._at  # what follows is text
 
     def _malformed(self) -> Iterator[TextDelta]:
         """The section stopped following the syntax: with no call yet, the section is text; after
@@ -572,12 +583,14 @@ class NativeParser:
 def parse_reply(template_source: str, tools: Sequence[Mapping[str, Any]], text: str) -> dict[str, Any]:
     """A whole reply parsed as hal0 parses a streamed one (reasoning split, then calls): the
     differential tests compare this with llama.cpp's parse of the same text."""
-    from hal0.inference.reasoning import ReasoningSplitter
+    from hal0.inference.reasoning import ReasoningSplitter, opened_by
     from hal0.inference.task import ReasoningDelta
     from hal0.inference.templates import JinjaTemplate
 
-    syntax = derive_syntax(JinjaTemplate(template_source))
-    splitter, parser = ReasoningSplitter(), NativeParser(syntax)
+    template = JinjaTemplate(template_source)
+    syntax = derive_syntax(template)
+    prompt = template([{"role": "user", "content": "hi"}], tools=[_tool_json(tool) for tool in tools] or None).prompt
+    splitter, parser = ReasoningSplitter(opened_by(prompt)), NativeParser(syntax)
     content, reasoning, calls = "", "", []
     events = [*splitter.feed(TextDelta(text)), *splitter.flush()]
     deltas: list[Any] = []
@@ -594,12 +607,16 @@ def parse_reply(template_source: str, tools: Sequence[Mapping[str, Any]], text: 
             calls.append({"name": delta.name, "arguments": ""})
         else:
             calls[delta.index]["arguments"] += delta.arguments
-    del tools  # the tools constrain generation; parsing reads what was written
     return {
         "content": content,
         "reasoning_content": reasoning,
         "tool_calls": [{"name": call["name"], "arguments": _loaded(call["arguments"])} for call in calls],
     }
+
+
+def _tool_json(tool: Mapping[str, Any]) -> dict[str, Any]:
+    function = tool.get("function", tool)
+    return {"name": function.get("name", ""), "description": function.get("description", ""), "parameters": function.get("parameters", {})}
 
 
 def _loaded(arguments: str) -> Any:

@@ -67,6 +67,8 @@ class ReasoningSplitter:
         if self._state == "inside":
             assert self._pair is not None
             end = self._pair[1]
+            if not self.reasoning:  # the space a model writes after its opening marker is not reasoning (llama-server trims it)
+                self._held = self._held.lstrip()
             at = self._held.find(end)
             if at >= 0:
                 thought, self._held = self._held[:at], self._held[at + len(end):]
