@@ -504,7 +504,7 @@ class NativeParser:
         # A reply that may open with a call only, and did not: it is all text.
         at = None if trigger.at_start and self._sent else trigger.find(text, self._sent)
         if at is not None:
-            if text[self._sent : at].strip():  # the text before a call, as written (llama-server keeps its trailing space too)
+            if text[: at].strip() and at > self._sent:  # the text before a call, as written (llama-server keeps its trailing space)
                 yield TextDelta(text[self._sent : at])
             self._sent, self._section, self._at, self._state = at, at, at, "open"
             return
