@@ -14,37 +14,32 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0.api.body import parse_json
+from hal0.api.dialect import Body, ToolName, check_tool_choice, function_tool, tool_choice_mode
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import chat_task
 from hal0.inference import Event, Finish, InvalidTask, ModelUnavailable, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 from hal0.inference.text import well_formed
 
-ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AnthropicCacheControl(_Body):
+class AnthropicCacheControl(Body):
     type: Literal["ephemeral"]
     ttl: Literal["5m", "1h"] | None = None
 
 
-class AnthropicTextBlock(_Body):
+class AnthropicTextBlock(Body):
     type: Literal["text"]
     text: str
     cache_control: AnthropicCacheControl | None = Field(None, description="Accepted; hal0 reuses prompt prefixes by itself.")
 
 
-class AnthropicToolUseBlock(_Body):
+class AnthropicToolUseBlock(Body):
     type: Literal["tool_use"]
     id: str = Field(min_length=1, max_length=128)
     name: ToolName
@@ -52,7 +47,7 @@ class AnthropicToolUseBlock(_Body):
     cache_control: AnthropicCacheControl | None = None
 
 
-class AnthropicToolResultBlock(_Body):
+class AnthropicToolResultBlock(Body):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1, max_length=128)
     content: str | list[AnthropicTextBlock] = ""
@@ -76,7 +71,7 @@ Block = Annotated[
 ]
 
 
-class AnthropicMessage(_Body):
+class AnthropicMessage(Body):
     role: Literal["user", "assistant"]
     content: str | Annotated[list[Block], Field(max_length=1024)]
 
@@ -91,7 +86,7 @@ class AnthropicMessage(_Body):
         return self
 
 
-class AnthropicToolDefinition(_Body):
+class AnthropicToolDefinition(Body):
     name: ToolName
     description: str | None = Field(None, max_length=8192)
     input_schema: dict[str, Any] = Field(description="JSON schema of the input (hal0's supported subset; see the README).")
@@ -99,7 +94,7 @@ class AnthropicToolDefinition(_Body):
     cache_control: AnthropicCacheControl | None = None
 
 
-class AnthropicToolChoice(_Body):
+class AnthropicToolChoice(Body):
     type: Literal["auto", "any", "tool", "none"]
     name: ToolName | None = None
     disable_parallel_tool_use: bool | None = None
@@ -111,11 +106,11 @@ class AnthropicToolChoice(_Body):
         return self
 
 
-class AnthropicMetadata(_Body):
+class AnthropicMetadata(Body):
     user_id: str | None = Field(None, max_length=256)
 
 
-class AnthropicThinking(_Body):
+class AnthropicThinking(Body):
     """`thinking`: enabled, a thinking model's reasoning comes back as thinking blocks; disabled (the
     default), it is left out of the reply. hal0 does not cap the reasoning by budget_tokens: max_tokens
     bounds the whole reply."""
@@ -124,7 +119,7 @@ class AnthropicThinking(_Body):
     budget_tokens: int | None = Field(None, ge=1)
 
 
-class CountTokensRequest(_Body):
+class CountTokensRequest(Body):
     model: str | None = Field(None, max_length=128)
     messages: list[AnthropicMessage] = Field(min_length=1, max_length=1024)
     system: str | list[AnthropicTextBlock] | None = None
@@ -133,13 +128,8 @@ class CountTokensRequest(_Body):
 
     @model_validator(mode="after")
     def _consistent(self) -> CountTokensRequest:
-        names = [tool.name for tool in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("tools must have distinct names")
-        if self.tool_choice is not None and self.tool_choice.type != "none" and not names:
-            raise ValueError("tool_choice needs tools")
-        if self.tool_choice is not None and self.tool_choice.name is not None and self.tool_choice.name not in names:
-            raise ValueError(f"tool_choice names {self.tool_choice.name!r}, which is not in tools")
+        choice = self.tool_choice
+        check_tool_choice([tool.name for tool in self.tools or ()], choice and choice.type, choice and choice.name)
         return self
 
     @property
@@ -147,8 +137,8 @@ class CountTokensRequest(_Body):
         """tool_choice as inference takes it: auto -> auto, any -> required, tool -> its name, none."""
         choice = self.tool_choice
         if choice is None:
-            return "auto" if self.tools else "none"
-        return {"auto": "auto", "any": "required", "none": "none"}.get(choice.type) or choice.name or "auto"
+            return tool_choice_mode(None, None, bool(self.tools))
+        return tool_choice_mode("required" if choice.type == "any" else choice.type, choice.name, bool(self.tools))
 
 
 class MessagesRequest(CountTokensRequest):
@@ -191,9 +181,7 @@ def chat_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
 
 
 def _tools(body: CountTokensRequest) -> tuple[Tool, ...]:
-    return tuple(
-        Tool(tool.name, tool.description or "", tool.input_schema, param=f"tools[{index}].input_schema") for index, tool in enumerate(body.tools or ())
-    )
+    return tuple(function_tool(tool.name, tool.description, tool.input_schema, f"tools[{index}].input_schema") for index, tool in enumerate(body.tools or ()))
 
 
 def _task(request: Request, body: CountTokensRequest, kwargs: dict[str, Any]) -> tuple[Any, Task]:

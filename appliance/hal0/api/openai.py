@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0.api.body import parse_json
+from hal0.api.dialect import function_tool
 from hal0.api.errors import ApiError, bad_request
 from hal0.api.generation import deadline_of, lookup_model, run_embeddings, run_to_completion, services_of, start_stream
 from hal0.api.identity import agent_of
@@ -163,12 +164,7 @@ def _tool_calls(events: list[Event]) -> list[dict[str, Any]]:
 
 def _tools(body: ChatCompletionRequest) -> tuple[Tool, ...]:
     return tuple(
-        Tool(
-            tool.function.name,
-            tool.function.description or "",
-            tool.function.parameters if tool.function.parameters is not None else {"type": "object", "properties": {}},
-            param=f"tools[{index}].function.parameters",
-        )
+        function_tool(tool.function.name, tool.function.description, tool.function.parameters, f"tools[{index}].function.parameters")
         for index, tool in enumerate(body.tools or ())
     )
 

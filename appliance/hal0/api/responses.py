@@ -12,25 +12,20 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hal0.api.body import parse_json
+from hal0.api.dialect import Body, ToolName, check_tool_choice, function_tool, tool_choice_mode
 from hal0.api.errors import bad_request
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import chat_task
 from hal0.inference import Event, Finish, JsonOutput, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 
-ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ResponsesTextContent(_Body):
+class ResponsesTextContent(Body):
     """A text part: `input_text` in requests, `output_text` when a client sends a reply back."""
 
     type: Literal["input_text", "output_text"]
@@ -39,7 +34,7 @@ class ResponsesTextContent(_Body):
     logprobs: list[Any] | None = None
 
 
-class ResponsesMessageItem(_Body):
+class ResponsesMessageItem(Body):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ResponsesTextContent]
@@ -51,7 +46,7 @@ class ResponsesMessageItem(_Body):
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
-class ResponsesFunctionCallItem(_Body):
+class ResponsesFunctionCallItem(Body):
     type: Literal["function_call"]
     call_id: str = Field(min_length=1, max_length=128)
     name: ToolName
@@ -60,7 +55,7 @@ class ResponsesFunctionCallItem(_Body):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
-class ResponsesFunctionCallOutputItem(_Body):
+class ResponsesFunctionCallOutputItem(Body):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1, max_length=128)
     output: str | list[ResponsesTextContent]
@@ -87,7 +82,7 @@ InputItem = Annotated[
 ]
 
 
-class ResponsesFunctionTool(_Body):
+class ResponsesFunctionTool(Body):
     type: Literal["function"]
     name: ToolName
     description: str | None = Field(None, max_length=8192)
@@ -95,12 +90,12 @@ class ResponsesFunctionTool(_Body):
     strict: bool | None = None
 
 
-class ResponsesNamedFunction(_Body):
+class ResponsesNamedFunction(Body):
     type: Literal["function"]
     name: ToolName
 
 
-class ResponsesTextFormat(_Body):
+class ResponsesTextFormat(Body):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = Field(None, max_length=64)
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -114,11 +109,11 @@ class ResponsesTextFormat(_Body):
         return self
 
 
-class ResponsesTextConfig(_Body):
+class ResponsesTextConfig(Body):
     format: ResponsesTextFormat | None = None
 
 
-class ResponsesRequest(_Body):
+class ResponsesRequest(Body):
     model: str | None = Field(None, max_length=128)
     input: str | Annotated[list[InputItem], Field(min_length=1, max_length=1024)]
     instructions: str | None = None
@@ -147,14 +142,15 @@ class ResponsesRequest(_Body):
 
     @model_validator(mode="after")
     def _consistent(self) -> ResponsesRequest:
-        names = [tool.name for tool in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("tools must have distinct names")
-        if self.tool_choice not in (None, "none") and not names:
-            raise ValueError("tool_choice needs tools")
-        if isinstance(self.tool_choice, ResponsesNamedFunction) and self.tool_choice.name not in names:
-            raise ValueError(f"tool_choice names {self.tool_choice.name!r}, which is not in tools")
+        check_tool_choice([tool.name for tool in self.tools or ()], *self._choice)
         return self
+
+    @property
+    def _choice(self) -> tuple[str | None, str | None]:
+        """tool_choice as sent (None when absent, `function` when it names a tool) and the tool it names."""
+        if isinstance(self.tool_choice, ResponsesNamedFunction):
+            return "function", self.tool_choice.name
+        return self.tool_choice, None
 
     @property
     def items(self) -> list[ResponsesMessageItem | ResponsesFunctionCallItem | ResponsesFunctionCallOutputItem]:
@@ -163,9 +159,7 @@ class ResponsesRequest(_Body):
     @property
     def tool_choice_name(self) -> str:
         """tool_choice as inference takes it: none/auto/required or the named tool."""
-        if isinstance(self.tool_choice, ResponsesNamedFunction):
-            return self.tool_choice.name
-        return self.tool_choice or ("auto" if self.tools else "none")
+        return tool_choice_mode(*self._choice, bool(self.tools))
 
 
 def chat_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
@@ -197,15 +191,7 @@ def _output(body: ResponsesRequest) -> JsonOutput | None:
 
 
 def _tools(body: ResponsesRequest) -> tuple[Tool, ...]:
-    return tuple(
-        Tool(
-            tool.name,
-            tool.description or "",
-            tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}},
-            param=f"tools[{index}].parameters",
-        )
-        for index, tool in enumerate(body.tools or ())
-    )
+    return tuple(function_tool(tool.name, tool.description, tool.parameters, f"tools[{index}].parameters") for index, tool in enumerate(body.tools or ()))
 
 
 def _usage(finish: Finish) -> dict[str, Any]:

@@ -9,39 +9,32 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from hal0.inference.templates import RESERVED_KWARGS
+from hal0.api.dialect import Body, ChatTemplateKwargs, ReasoningFormatField, ToolName, check_tool_choice, tool_choice_mode
 
 _TOKEN_ID = re.compile(r"[0-9]{1,10}")
 
 Stop = str | Annotated[list[str], Field(max_length=16)] | None
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextPart(_Body):
+class TextPart(Body):
     type: Literal["text"]
     text: str
 
 
-ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
-
-
-class FunctionCall(_Body):
+class FunctionCall(Body):
     name: ToolName
     arguments: str = Field(description="The arguments as a JSON string.")
 
 
-class ToolCall(_Body):
+class ToolCall(Body):
     id: str = Field(max_length=128)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(_Body):
+class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=64)
@@ -66,35 +59,35 @@ class ChatMessage(_Body):
         return message
 
 
-class FunctionDefinition(_Body):
+class FunctionDefinition(Body):
     name: ToolName
     description: str | None = Field(None, max_length=8192)
     parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments (hal0's supported subset; see the README).")
     strict: bool | None = None
 
 
-class FunctionTool(_Body):
+class FunctionTool(Body):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Body):
+class NamedFunction(Body):
     name: ToolName
 
 
-class NamedToolChoice(_Body):
+class NamedToolChoice(Body):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JsonSchemaFormat(_Body):
+class JsonSchemaFormat(Body):
     name: str = Field(max_length=64)
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
 
-class ResponseFormat(_Body):
+class ResponseFormat(Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema", description="json_object with a schema (llama-server's form).")
@@ -112,11 +105,11 @@ class ResponseFormat(_Body):
         return self.schema_
 
 
-class StreamOptions(_Body):
+class StreamOptions(Body):
     include_usage: bool = False
 
 
-class _GenerationRequest(_Body):
+class _GenerationRequest(Body):
     """What chat and text completions share: the model, sampling, streaming and the end user."""
 
     model: str | None = Field(None, max_length=128)
@@ -176,19 +169,8 @@ class ChatCompletionRequest(_GenerationRequest):
     parallel_tool_calls: bool = True
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    reasoning_format: Literal["auto", "deepseek", "none"] | None = Field(
-        None, description="A thinking model's reasoning: split out as reasoning_content (auto, deepseek: the default) or left inline (none).")
-    chat_template_kwargs: dict[str, Any] | None = Field(
-        None, description="Extra variables for the model's chat template (llama-server's), e.g. {\"enable_thinking\": false}."
-    )
-
-    @field_validator("chat_template_kwargs")
-    @classmethod
-    def _template_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        reserved = sorted(RESERVED_KWARGS & set(value or {}))
-        if reserved:
-            raise ValueError(f"{', '.join(reserved)} cannot be set here: hal0 sets them from the request")
-        return value
+    reasoning_format: ReasoningFormatField = None
+    chat_template_kwargs: ChatTemplateKwargs = None
 
     @property
     def token_limit(self) -> int | None:
@@ -197,9 +179,14 @@ class ChatCompletionRequest(_GenerationRequest):
     @property
     def tool_choice_name(self) -> str:
         """tool_choice as inference takes it: none/auto/required or the named tool."""
+        return tool_choice_mode(*self._choice, bool(self.tools))
+
+    @property
+    def _choice(self) -> tuple[str | None, str | None]:
+        """tool_choice as sent (None when absent, `function` when it names a tool) and the tool it names."""
         if isinstance(self.tool_choice, NamedToolChoice):
-            return self.tool_choice.function.name
-        return self.tool_choice or ("auto" if self.tools else "none")
+            return "function", self.tool_choice.function.name
+        return self.tool_choice, None
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
@@ -207,14 +194,7 @@ class ChatCompletionRequest(_GenerationRequest):
             raise ValueError("grammar cannot be combined with a response_format or tools")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
-        if self.tool_choice not in (None, "none") and not self.tools:
-            raise ValueError("tool_choice needs tools")
-        if self.tools:
-            names = [tool.function.name for tool in self.tools]
-            if len(set(names)) != len(names):
-                raise ValueError("tools must have distinct function names")
-            if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
-                raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools")
+        check_tool_choice([tool.function.name for tool in self.tools or ()], *self._choice, distinct="tools must have distinct function names")
         return self
 
 
@@ -224,7 +204,7 @@ class ApplyTemplateRequest(ChatCompletionRequest):
     add_generation_prompt: bool = True
 
 
-class TokenizeRequest(_Body):
+class TokenizeRequest(Body):
     """POST /tokenize, as llama-server takes it."""
 
     model: str | None = Field(None, max_length=128)
@@ -234,11 +214,11 @@ class TokenizeRequest(_Body):
     with_pieces: bool = False
 
 
-class DetokenizeRequest(_Body):
+class DetokenizeRequest(Body):
     """POST /detokenize, as llama-server takes it."""
 
     model: str | None = Field(None, max_length=128)
-    tokens: Annotated[list[int], Field(max_length=1_048_576)] = []
+    tokens: Annotated[list[int], Field(max_length=1_048_576)] = []  # noqa: RUF012 - pydantic copies a default per instance
 
 
 class CompletionRequest(_GenerationRequest):
@@ -253,7 +233,7 @@ class CompletionRequest(_GenerationRequest):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class EmbeddingRequest(_Body):
+class EmbeddingRequest(Body):
     model: str | None = Field(None, max_length=128)
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
