@@ -1,6 +1,7 @@
-"""apply_persona (api/tasks.py) in process, on a bare Starlette request: the persona's model, its params as
-defaults, its limits as ceilings (max_tokens in every spelling a request can take), its system prompt, and
-the request fields of each dialect that reach it as max_tokens."""
+"""The persona applied to a GenerationRequest (agents/personas.py, through api/tasks.py's personalised) in
+process, on a bare Starlette request: the persona's model, its params as defaults, its limits as ceilings
+(max_tokens in every spelling a request can take), its system prompt, and the request fields of each
+dialect that reach it as max_tokens."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 
 import pytest
 from hal0.agents import AGENT_HEADER
+from hal0.agents.personas import cache_scope
+from hal0.agents.request import GenerationRequest
 from hal0.api.errors import ApiError
 from hal0.api.messages import MessagesRequest
+from hal0.api.openai import chat_request
 from hal0.api.schemas import ChatCompletionRequest
-from hal0.api.tasks import apply_persona, cache_fields
+from hal0.api.tasks import personalised
 from hal0.config.models import AgentsConfig, GenerationParams, Persona, PersonaLimits
 from starlette.requests import Request
 
@@ -32,6 +36,27 @@ def request_from(agent: str | None, agents: AgentsConfig = AGENTS) -> Request:
     headers = [(AGENT_HEADER.lower().encode(), agent.encode())] if agent else []
     return Request({"type": "http", "method": "POST", "path": "/", "headers": headers, "client": ("127.0.0.1", 5000),
                     "app": SimpleNamespace(state=SimpleNamespace(services=services))})
+
+
+_PERSONA_FIELDS = ("messages", "max_tokens", "stop", "temperature", "top_p", "top_k")
+
+
+def apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -> str | None:
+    """The request `kwargs` spell (chat completions' names) under the caller's persona, written back into
+    `kwargs` as the fields the persona may set; the model the request gets."""
+    wanted = GenerationRequest(model=model, **{name: tuple(value) if name in ("messages", "stop") and value is not None else value
+                                               for name, value in kwargs.items()})
+    _persona, applied = personalised(request, wanted)
+    for name in _PERSONA_FIELDS:
+        value = getattr(applied, name)
+        if value is not None:
+            kwargs[name] = list(value) if name in ("messages", "stop") else value
+    return applied.model
+
+
+def cache_fields(request: Request, messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    persona, _applied = personalised(request, GenerationRequest())
+    return cache_scope(persona, tuple(messages) if messages is not None else None)
 
 
 def persona_of(agent: str | None, kwargs: dict[str, Any], model: str | None = None) -> str | None:
@@ -110,7 +135,8 @@ def test_no_header_is_the_default_agent_s_persona() -> None:
 def test_each_chat_spelling_reaches_the_persona_as_max_tokens(body: dict[str, Any], limit: int | None, refused: bool) -> None:
     chat = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "hi"}], **body})
     assert chat.token_limit == limit
-    kwargs = {} if limit is None else {"max_tokens": limit}  # as chat_completions builds them
+    wanted = chat_request(chat)  # as chat_completions builds it
+    kwargs = {} if wanted.max_tokens is None else {"max_tokens": wanted.max_tokens}
     if refused:
         with pytest.raises(ApiError):
             persona_of("capped", kwargs)

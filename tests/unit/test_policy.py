@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hal0.agents.policy import decide, persona_for, tool_allowed_by_persona
+from hal0.agents.personas import persona_for
+from hal0.agents.policy import decide, tool_allowed_by_persona
 from hal0.cli import main
 from hal0.config.models import AgentsConfig
 from hypothesis import given, settings

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from hal0.agents.policy import persona_for
+from hal0.agents.personas import persona_for
 from hal0.config.models import AGENT_ID_PATTERN, AgentsConfig, IdentityConfig
 
 AGENT_HEADER = "X-hal0-Agent"

@@ -35,12 +35,6 @@ class Decision:
         return {"decision": self.verdict, "reason": self.reason, "rule": self.rule_label}
 
 
-def persona_for(agents: AgentsConfig, agent: str) -> Persona | None:
-    """The persona whose id is the agent; unknown agents get the default agent's persona, if any."""
-    by_id = {persona.id: persona for persona in agents.personas}
-    return by_id.get(agent) or by_id.get(agents.default_agent)
-
-
 def tool_allowed_by_persona(persona: Persona | None, tool: str) -> bool:
     """No persona means no persona gating: the approval rules alone decide."""
     if persona is None:

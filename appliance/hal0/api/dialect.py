@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from hal0.agents.request import ReasoningFormat
 from hal0.inference import Tool
 from hal0.inference.templates import RESERVED_KWARGS
 
@@ -34,6 +35,11 @@ ReasoningFormatField = Annotated[
     Literal["auto", "deepseek", "none"] | None,
     Field(description="A thinking model's reasoning: split out as reasoning_content (auto, deepseek: the default) or left inline (none)."),
 ]
+
+
+def reasoning_format_of(value: str | None) -> ReasoningFormat:
+    """A body's reasoning_format as the request carries it: none, or auto (deepseek and absent are auto)."""
+    return "none" if value == "none" else "auto"
 
 
 class Body(BaseModel):

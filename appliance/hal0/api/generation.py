@@ -41,6 +41,7 @@ from hal0.inference import (
     ModelUnavailable,
     QueueFull,
     StillLoading,
+    Task,
     UnknownModel,
     check_task,
     until_done,
@@ -157,7 +158,7 @@ async def cancel_on_disconnect(request: Request, cancel: Callable[[], None]) -> 
         watcher.cancel()
 
 
-async def check(task: Any) -> None:
+async def check(task: Task) -> None:
     """Refuse, before the task takes a quota lease or a place in the queue, what can be known not to
     run: a schema or grammar that cannot be enforced. Compiling one is CPU work (a large schema takes
     a good fraction of a second) and goes to a thread, never the event loop; the result is cached,
@@ -174,9 +175,8 @@ def task_error(error: InvalidTask | GenerationFailed) -> ApiError:
     return bad_request(f"generation failed: {error}", code="generation_failed")
 
 
-async def run_to_completion(request: Request, runtime: ModelRuntime, task: Any) -> list[Event]:
-    """All events of `task`, or an API error (499 when the client left)."""
-    await check(task)
+async def run_to_completion(request: Request, runtime: ModelRuntime, task: Task) -> list[Event]:
+    """All events of `task` (checked: api.tasks.prepare), or an API error (499 when the client left)."""
     async with AsyncExitStack() as stack:
         held = await hold_model(stack, request, runtime)
         generation = runtime.start(task)
@@ -370,10 +370,9 @@ OPENAI_WIRE = Wire()
 
 
 async def start_stream(
-    request: Request, runtime: ModelRuntime, task: Any, encode: Encode, wire: Wire = OPENAI_WIRE
+    request: Request, runtime: ModelRuntime, task: Task, encode: Encode, wire: Wire = OPENAI_WIRE
 ) -> GenerationStream:
-    """An SSE stream of `encode(event)` chunks for each event of `task`, then `wire.done`."""
-    await check(task)
+    """An SSE stream of `encode(event)` chunks for each event of `task` (checked: api.tasks.prepare), then `wire.done`."""
     stack = AsyncExitStack()  # released with the stream's turn
     try:
         held = await hold_model(stack, request, runtime)

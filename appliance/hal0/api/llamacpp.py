@@ -19,12 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hal0.agents.request import GenerationRequest
 from hal0.api.body import parse_json
 from hal0.api.errors import bad_request, unavailable
 from hal0.api.generation import lookup_model, services_of, task_error
-from hal0.api.openai import chat_request_task
+from hal0.api.openai import chat_request
 from hal0.api.schemas import ApplyTemplateRequest, DetokenizeRequest, TokenizeRequest
-from hal0.api.tasks import apply_persona
+from hal0.api.tasks import generation_task, personalised
 from hal0.inference import InvalidTask, ModelRuntime, ModelUnavailable
 from hal0.inference.generate import LoadedModel, chat_prompt
 from hal0.inference.tokens import BadToken, detokenize, tokenize, with_pieces
@@ -37,10 +38,15 @@ def _loaded(runtime: ModelRuntime) -> LoadedModel:
         raise unavailable(str(error)) from None
 
 
+def _model_of(request: Request, model: str | None) -> str | None:
+    """The model a request naming `model` gets: the persona's when it names none."""
+    return personalised(request, GenerationRequest(model=model))[1].model
+
+
 async def apply_template(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, ApplyTemplateRequest, services.config.server.max_body_bytes)
-    runtime, task = chat_request_task(request, body)
+    runtime, task = generation_task(request, chat_request(body))
     model = _loaded(runtime)
     try:
         rendered = await asyncio.to_thread(chat_prompt, model.template, task, body.add_generation_prompt, model.tool_syntax is not None)
@@ -52,7 +58,7 @@ async def apply_template(request: Request) -> Response:
 async def tokenize_text(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, TokenizeRequest, services.config.server.max_body_bytes)
-    llama = _loaded(lookup_model(services, apply_persona(request, {}, body.model))).llama
+    llama = _loaded(lookup_model(services, _model_of(request, body.model))).llama
 
     def work() -> list[Any]:
         tokens = tokenize(llama, body.content, body.add_special, body.parse_special)
@@ -67,7 +73,7 @@ async def tokenize_text(request: Request) -> Response:
 async def detokenize_tokens(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, DetokenizeRequest, services.config.server.max_body_bytes)
-    llama = _loaded(lookup_model(services, apply_persona(request, {}, body.model))).llama
+    llama = _loaded(lookup_model(services, _model_of(request, body.model))).llama
     try:
         return JSONResponse({"content": await asyncio.to_thread(detokenize, llama, body.tokens)})
     except BadToken as error:

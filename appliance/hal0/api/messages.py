@@ -9,6 +9,7 @@ The streamed events and the non-streamed message come from one encoder, so they 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,11 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hal0.agents.request import GenerationRequest
 from hal0.api.body import parse_json
 from hal0.api.dialect import Body, ToolName, check_tool_choice, function_tool, tool_choice_mode
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
-from hal0.api.tasks import chat_task
+from hal0.api.tasks import generation_task, prepare
 from hal0.inference import Event, Finish, InvalidTask, ModelUnavailable, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 from hal0.inference.text import well_formed
 
@@ -184,10 +186,24 @@ def _tools(body: CountTokensRequest) -> tuple[Tool, ...]:
     return tuple(function_tool(tool.name, tool.description, tool.input_schema, f"tools[{index}].input_schema") for index, tool in enumerate(body.tools or ()))
 
 
-def _task(request: Request, body: CountTokensRequest, kwargs: dict[str, Any]) -> tuple[Any, Task]:
-    kwargs["messages"] = chat_messages(body)
+def count_request(body: CountTokensRequest) -> GenerationRequest:
+    """What a count_tokens body asks: the prompt of its messages and tools."""
     parallel = not (body.tool_choice is not None and body.tool_choice.disable_parallel_tool_use)
-    return chat_task(request, kwargs, body.model, tools=_tools(body), tool_choice=body.tool_choice_name, parallel_tool_calls=parallel)
+    return GenerationRequest(
+        model=body.model, messages=tuple(chat_messages(body)), tools=_tools(body), tool_choice=body.tool_choice_name, parallel_tool_calls=parallel,
+    )
+
+
+def messages_request(body: MessagesRequest) -> GenerationRequest:
+    """A Messages body as the request every dialect produces."""
+    return dataclasses.replace(
+        count_request(body),
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        stop=tuple(body.stop_sequences) if body.stop_sequences else None,  # none or empty: the persona's default
+    )
 
 
 def _stop_reason(finish: Finish, stops: list[str]) -> tuple[str, str | None]:
@@ -343,13 +359,7 @@ async def _count(runtime: Any, task: Task) -> int:
 async def create_message(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, MessagesRequest, services.config.server.max_body_bytes)
-    kwargs: dict[str, Any] = {"max_tokens": body.max_tokens}
-    for name in ("temperature", "top_p", "top_k"):
-        if getattr(body, name) is not None:
-            kwargs[name] = getattr(body, name)
-    if body.stop_sequences:
-        kwargs["stop"] = list(body.stop_sequences)
-    runtime, task = _task(request, body, kwargs)
+    runtime, task = await prepare(request, messages_request(body))
     if body.stream:
         # message_start carries the input tokens, before the first token is generated.
         encode = MessageEvents(runtime.id, await _count(runtime, task), list(task.stop), body.thinks)
@@ -364,7 +374,7 @@ async def create_message(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, CountTokensRequest, services.config.server.max_body_bytes)
-    runtime, task = _task(request, body, {})
+    runtime, task = generation_task(request, count_request(body))
     if not task.messages:
         raise bad_request("messages must not be empty", param="messages")
     return JSONResponse({"input_tokens": await _count(runtime, task)})

@@ -12,21 +12,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hal0.agents.request import GenerationRequest
 from hal0.api.body import parse_json
-from hal0.api.dialect import function_tool
+from hal0.api.dialect import function_tool, reasoning_format_of
 from hal0.api.errors import ApiError, bad_request
-from hal0.api.generation import deadline_of, lookup_model, run_embeddings, run_to_completion, services_of, start_stream
-from hal0.api.identity import agent_of
+from hal0.api.generation import lookup_model, run_embeddings, run_to_completion, services_of, start_stream
 from hal0.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from hal0.api.tasks import apply_persona, cache_fields, calls_of, chat_task, finish_of, reasoning_of, sampling_of, stops_of, text_of
+from hal0.api.tasks import calls_of, finish_of, prepare, reasoning_of, text_of
 from hal0.inference import (
     Event,
     Finish,
     GrammarOutput,
     JsonOutput,
-    ModelRuntime,
     ReasoningDelta,
-    Task,
     TextDelta,
     TokenLogprob,
     Tool,
@@ -178,29 +176,44 @@ def _output(body: ChatCompletionRequest) -> JsonOutput | GrammarOutput | None:
     return JsonOutput(response_format.schema_of, param="response_format.json_schema.schema")
 
 
-def chat_request_task(request: Request, body: ChatCompletionRequest) -> tuple[ModelRuntime, Task]:
-    """The model and Task of a chat completions body (persona applied): /apply-template shows its prompt."""
-    kwargs: dict[str, Any] = {"messages": [message.as_llama() for message in body.messages], **body.sampling()}
-    if body.token_limit is not None:
-        kwargs["max_tokens"] = body.token_limit
-    return chat_task(
-        request,
-        kwargs,
-        body.model,
+def chat_request(body: ChatCompletionRequest) -> GenerationRequest:
+    """A chat completions body as the request every dialect produces."""
+    return GenerationRequest(
+        model=body.model,
+        messages=tuple(message.as_llama() for message in body.messages),
+        max_tokens=body.token_limit,
+        **body.sampling(),
         output=_output(body),
         tools=_tools(body),
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        reasoning_format="none" if body.reasoning_format == "none" else "auto",
+        reasoning_format=reasoning_format_of(body.reasoning_format),
         chat_template_kwargs=body.chat_template_kwargs or {},
+    )
+
+
+def completion_request(body: CompletionRequest) -> GenerationRequest:
+    """A completions body as the request every dialect produces. Its default max_tokens (16) applies only
+    when neither the body nor the persona names one; an explicit null means until the context is full."""
+    given = "max_tokens" in body.model_fields_set
+    return GenerationRequest(
+        model=body.model,
+        prompt=body.prompt_text,
+        max_tokens=body.max_tokens if given else None,
+        default_max_tokens=None if given else body.max_tokens,
+        **body.sampling(),
+        echo=body.echo,
+        suffix=body.suffix,
+        output=GrammarOutput(body.grammar) if body.grammar is not None else None,
+        logprobs=body.logprobs,
     )
 
 
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, ChatCompletionRequest, services.config.server.max_body_bytes)
-    runtime, task = chat_request_task(request, body)
+    runtime, task = await prepare(request, chat_request(body))
     if body.stream:
         return await start_stream(request, runtime, task, ChatChunks(runtime.id, body.include_usage, bool(body.logprobs)))
     events = await run_to_completion(request, runtime, task)
@@ -220,24 +233,7 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, CompletionRequest, services.config.server.max_body_bytes)
-    kwargs: dict[str, Any] = {**body.sampling()}
-    if "max_tokens" in body.model_fields_set or body.max_tokens is None:
-        kwargs["max_tokens"] = body.max_tokens
-    runtime = lookup_model(services, apply_persona(request, kwargs, body.model))
-    kwargs.setdefault("max_tokens", body.max_tokens)
-    task = Task(
-        prompt=body.prompt_text,
-        sampling=sampling_of(kwargs),
-        max_tokens=kwargs.get("max_tokens"),
-        stop=stops_of(kwargs),
-        echo=body.echo,
-        suffix=body.suffix,
-        output=GrammarOutput(body.grammar) if body.grammar is not None else None,
-        logprobs=body.logprobs,
-        deadline=deadline_of(services),
-        agent=agent_of(request, services),
-        **cache_fields(request),
-    )
+    runtime, task = await prepare(request, completion_request(body))
     if body.stream:
         return await start_stream(request, runtime, task, TextChunks(runtime.id, body.include_usage, body.logprobs is not None))
     events = await run_to_completion(request, runtime, task)

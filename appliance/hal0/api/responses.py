@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hal0.agents.request import GenerationRequest
 from hal0.api.body import parse_json
 from hal0.api.dialect import Body, ToolName, check_tool_choice, function_tool, tool_choice_mode
 from hal0.api.errors import bad_request
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
-from hal0.api.tasks import chat_task
+from hal0.api.tasks import prepare
 from hal0.inference import Event, Finish, JsonOutput, ReasoningDelta, Task, TextDelta, Tool, ToolCallDelta
 
 
@@ -358,21 +359,28 @@ def _stream_error(message: str) -> dict[str, Any]:
 WIRE = Wire(frame=named_sse, done="", error=_stream_error)
 
 
+def responses_request(body: ResponsesRequest) -> GenerationRequest:
+    """A Responses body as the request every dialect produces (400 when its input holds no messages)."""
+    messages = chat_messages(body)
+    if not messages:
+        raise bad_request("input holds no messages", param="input")
+    return GenerationRequest(
+        model=body.model,
+        messages=tuple(messages),
+        max_tokens=body.max_output_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        output=_output(body),
+        tools=_tools(body),
+        tool_choice=body.tool_choice_name,
+        parallel_tool_calls=body.parallel_tool_calls,
+    )
+
+
 async def create_response(request: Request) -> Response:
     services = services_of(request)
     body = await parse_json(request, ResponsesRequest, services.config.server.max_body_bytes)
-    kwargs: dict[str, Any] = {"messages": chat_messages(body)}
-    for name in ("temperature", "top_p"):
-        if getattr(body, name) is not None:
-            kwargs[name] = getattr(body, name)
-    if body.max_output_tokens is not None:
-        kwargs["max_tokens"] = body.max_output_tokens
-    if not kwargs["messages"]:
-        raise bad_request("input holds no messages", param="input")
-    runtime, task = chat_task(
-        request, kwargs, body.model,
-        output=_output(body), tools=_tools(body), tool_choice=body.tool_choice_name, parallel_tool_calls=body.parallel_tool_calls,
-    )
+    runtime, task = await prepare(request, responses_request(body))
     encode = ResponseEvents(_echo(body, runtime.id, task))
     if body.stream:
         return await start_stream(request, runtime, task, encode, WIRE)

@@ -131,16 +131,13 @@ class _GenerationRequest(Body):
                                 "takes it, or llguidance's Lark. Not with tools or a response_format.")
 
     def sampling(self) -> dict[str, Any]:
-        """The llama-cpp-python keyword arguments these fields set (unset ones keep its defaults)."""
-        params: dict[str, Any] = {}
-        for name in ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty"):
-            value = getattr(self, name)
-            if value is not None:
-                params[name] = value
-        if self.stop is not None:
-            params["stop"] = self.stop
-        if self.logit_bias:
-            params["logit_bias"] = {int(token): bias for token, bias in self.logit_bias.items()}
+        """The GenerationRequest fields these set: sampling (None: not given), stop as a tuple, logit_bias by token id."""
+        params: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty")
+        }
+        params["stop"] = (self.stop,) if isinstance(self.stop, str) else None if self.stop is None else tuple(self.stop)
+        params["logit_bias"] = {int(token): bias for token, bias in self.logit_bias.items()} if self.logit_bias else None
         return params
 
     @field_validator("logit_bias")

@@ -1,97 +1,73 @@
-"""What every generating dialect shares: a request's fields -> an inference Task, events -> results.
+"""What every generating dialect shares: a GenerationRequest -> the model and an inference Task, events -> results.
 
-Chat completions, Responses and Messages differ only in their wire shapes; the persona (model,
-default params, limits, system prompt), identity, deadline and sampling are applied here, once,
-so the three dialects cannot drift apart. `kwargs` holds the request's fields under chat
-completions' names (messages, max_tokens, stop, temperature, ...), whatever the dialect called them.
+Chat completions, completions, Responses and Messages differ only in their wire shapes: each turns its body
+into a `GenerationRequest` (agents/request.py), and from there one path serves them all. The persona (model,
+default params, system prompt) is applied and its limits answered here, then the model looked up and the
+Task built, then every check that can refuse the Task made: all before the request takes a quota lease or
+waits for the model, so the dialects cannot drift apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 
-from hal0.agents.policy import persona_for
+from hal0.agents.personas import apply_persona, cache_scope, over_limit, persona_for
+from hal0.agents.request import GenerationRequest
 from hal0.api.errors import bad_request
-from hal0.api.generation import deadline_of, lookup_model, services_of
+from hal0.api.generation import check, deadline_of, lookup_model, services_of
 from hal0.api.identity import agent_of
-from hal0.inference import Event, Finish, ModelRuntime, ReasoningDelta, Sampling, Task, TextDelta, ToolCallDelta
-
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias")
-
-
-def apply_persona(request: Request, kwargs: dict[str, Any], model: str | None) -> str | None:
-    """The caller's persona: its model when the request names none, its params as defaults, its
-    limits as ceilings (a request over a limit is refused, never silently clamped)."""
-    services = services_of(request)
-    agent = agent_of(request, services)
-    persona = persona_for(services.config.agents, agent)
-    if persona is None:
-        return model
-    for name in ("temperature", "top_p", "top_k", "max_tokens", "stop"):
-        default = getattr(persona.params, name)
-        # An explicit null is the same as leaving the field out: it takes the persona's default.
-        if kwargs.get(name) is None and default is not None:
-            kwargs[name] = list(default) if name == "stop" else default
-    limits = persona.limits
-    if limits.max_tokens is not None:
-        asked = kwargs.get("max_tokens")
-        if asked is not None and asked > limits.max_tokens:
-            raise bad_request(
-                f"max_tokens {asked} exceeds persona {persona.id!r}'s limit of {limits.max_tokens} (agents.personas[].limits.max_tokens)",
-                param="max_tokens", code="persona_limit",
-            )
-        if asked is None:  # absent or null ("until the context is full") is limited like any other spelling
-            kwargs["max_tokens"] = limits.max_tokens
-    if limits.max_temperature is not None and kwargs.get("temperature", 0) > limits.max_temperature:
-        raise bad_request(
-            f"temperature {kwargs['temperature']} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}",
-            param="temperature", code="persona_limit",
-        )
-    if persona.system_prompt and "messages" in kwargs:
-        kwargs["messages"] = [{"role": "system", "content": persona.system_prompt}, *kwargs["messages"]]
-    return model or persona.model
+from hal0.config.models import Persona
+from hal0.inference import Event, Finish, ModelRuntime, ReasoningDelta, Task, TextDelta, ToolCallDelta
 
 
-def cache_fields(request: Request, messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The Task fields that scope the prompt cache: the caller's persona and whether `messages` open
-    with its configured system prompt (apply_persona's; compared, so a reload in between cannot make
-    the caller's own first message count as config)."""
+def personalised(request: Request, wanted: GenerationRequest) -> tuple[Persona | None, GenerationRequest]:
+    """The caller's persona and `wanted` under it; a 400 naming the persona limit it exceeds (refused,
+    never silently clamped)."""
     services = services_of(request)
     persona = persona_for(services.config.agents, agent_of(request, services))
-    if persona is None:
-        return {}
-    first = messages[0] if messages else {}
-    public = bool(persona.system_prompt) and first.get("role") == "system" and first.get("content") == persona.system_prompt
-    return {"persona": persona.id, "public_messages": 1 if public else 0}
+    applied = apply_persona(persona, wanted)
+    refusal = over_limit(persona, applied)
+    if refusal is not None:
+        param, message = refusal
+        raise bad_request(message, param=param, code="persona_limit")
+    return persona, applied
 
 
-def sampling_of(kwargs: dict[str, Any]) -> Sampling:
-    return Sampling(**{name: kwargs[name] for name in _SAMPLING if name in kwargs})
-
-
-def stops_of(kwargs: dict[str, Any]) -> tuple[str, ...]:
-    stop = kwargs.get("stop")
-    return (stop,) if isinstance(stop, str) else tuple(stop or ())
-
-
-def chat_task(request: Request, kwargs: dict[str, Any], model: str | None, **fields: Any) -> tuple[ModelRuntime, Task]:
-    """The model and the chat Task for `kwargs` (persona applied); `fields` are further Task fields
-    (tools, tool_choice, output, ...)."""
+def generation_task(request: Request, wanted: GenerationRequest) -> tuple[ModelRuntime, Task]:
+    """The model and the Task of `wanted` (persona applied), not yet checked: /apply-template and
+    count_tokens only render its prompt."""
     services = services_of(request)
-    runtime = lookup_model(services, apply_persona(request, kwargs, model))
+    persona, applied = personalised(request, wanted)
+    runtime = lookup_model(services, applied.model)
     task = Task(
-        messages=tuple(kwargs["messages"]),
-        sampling=sampling_of(kwargs),
-        max_tokens=kwargs.get("max_tokens"),
-        stop=stops_of(kwargs),
+        prompt=applied.prompt,
+        messages=applied.messages,
+        sampling=applied.sampling,
+        max_tokens=applied.token_limit,
+        stop=applied.stop or (),
+        echo=applied.echo,
+        suffix=applied.suffix,
+        output=applied.output,
+        tools=applied.tools,
+        tool_choice=applied.tool_choice,
+        parallel_tool_calls=applied.parallel_tool_calls,
+        logprobs=applied.logprobs,
         deadline=deadline_of(services),
         agent=agent_of(request, services),
-        **cache_fields(request, kwargs["messages"]),
-        **fields,
+        reasoning_format=applied.reasoning_format,
+        chat_template_kwargs=dict(applied.chat_template_kwargs),
+        **cache_scope(persona, applied.messages),
     )
+    return runtime, task
+
+
+async def prepare(request: Request, wanted: GenerationRequest) -> tuple[ModelRuntime, Task]:
+    """The model and the checked Task of `wanted`: a schema, grammar or persona limit that cannot be met
+    is a 400 here, before any quota lease or queue wait (run_to_completion and start_stream take it as checked)."""
+    runtime, task = generation_task(request, wanted)
+    await check(task)
     return runtime, task
 
 

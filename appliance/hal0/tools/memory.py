@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from anyio import to_thread
 from pydantic import Field
 
-from hal0.agents.policy import persona_for
+from hal0.agents.personas import persona_for
 from hal0.memory import InvalidInputError, MemoryStore, Page
 from hal0.memory.model import MAX_PAGE, MAX_TAGS, Limits, page_size
 from hal0.memory.query import MAX_QUERY_CHARS, decode_cursor, has_words

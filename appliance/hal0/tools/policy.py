@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hal0.agents.policy import decide, persona_for, persona_refusal, tool_allowed_by_persona
+from hal0.agents.personas import persona_for
+from hal0.agents.policy import decide, persona_refusal, tool_allowed_by_persona
 from hal0.agents.quotas import Lease, QuotaExceededError, Quotas
 from hal0.config.models import AgentsConfig, ApprovalRule, PersonaLimits
 from hal0.tools.spec import ToolSpec
