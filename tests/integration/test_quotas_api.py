@@ -118,3 +118,26 @@ def test_max_concurrent_refuses_the_extra_generation_of_that_agent_only(start_se
     assert rest[-1] == "data: [DONE]"
     assert others["status"] == 200
     assert post(server, "ann").status_code == 200  # the stream's place was freed when it ended
+
+
+def test_a_request_that_cannot_run_is_refused_before_it_takes_a_quota(start_server: Callable[..., Server]) -> None:
+    # requests_per_minute 1: a bad schema or grammar on any dialect, streamed or not, is a 400 that counts
+    # nothing (it is checked before the quota lease); the one good request after them still runs.
+    server = start_server(agents=agents(requests_per_minute=1))
+    unsupported = {"type": "object", "properties": {"code": {"type": "string", "not": {"const": "x"}}}}
+    ask = [{"role": "user", "content": "hi"}]
+    json_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": unsupported}}
+    bad = [
+        ("/v1/chat/completions", {"messages": ask, "max_tokens": 2, "tools": [{"type": "function", "function": {"name": "f", "parameters": unsupported}}]}),
+        ("/v1/chat/completions", {"messages": ask, "max_tokens": 2, "response_format": json_schema}),
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 2, "grammar": "root ::= ("}),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 2, "tools": [{"type": "function", "name": "f", "parameters": unsupported}]}),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 2, "text": {"format": {"type": "json_schema", "name": "x", "schema": unsupported}}}),
+        ("/v1/messages", {"messages": ask, "max_tokens": 2, "tools": [{"name": "f", "input_schema": unsupported}]}),
+    ]
+    for path, body in bad:
+        for stream in (False, True):
+            response = post(server, "ann", {**body, "stream": stream}, path)
+            assert response.status_code == 400, (path, stream, response.text)
+    assert post(server, "ann").status_code == 200
+    assert_limited(post(server, "ann"), "requests_per_minute", "requests")
