@@ -142,7 +142,7 @@ def _print_threads(config: Hal0Config) -> None:
 
 def _print_mcp_gate(config: Hal0Config) -> None:
     """What the /mcp/* gate accepts, after loopback defaults, env overrides and derived origins."""
-    from hal0.mcp.policy import effective_hosts, effective_origins
+    from hal0.mcp.host_allowlist import effective_hosts, effective_origins
 
     derived = "" if config.mcp.allowed_origins or config.mcp.allowed_hosts == ("*",) else ", derived from hosts"
     print(f"# mcp gate, effective hosts: {', '.join(effective_hosts(config.mcp))}")

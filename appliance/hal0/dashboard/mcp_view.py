@@ -1,7 +1,7 @@
 """The MCP tab's server side: what a client of /mcp/admin and /mcp/memory really gets.
 
 Tools and annotations come from the catalogue (the same ToolSpecs the MCP servers are built from),
-resources from the live MCP servers, and the gate's allowlists from hal0.mcp.policy with the
+resources from the live MCP servers, and the gate's allowlists from hal0.mcp.host_allowlist with the
 source of each entry. The browser half (static/dashboard.js) then probes the mounts for real,
 with the Host and Origin this browser sends, which is the one thing the server cannot know.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 from hal0.config import LoadedConfig
 from hal0.config.loader import ENV_ALLOWED_HOSTS, ENV_ALLOWED_ORIGINS
+from hal0.mcp.host_allowlist import LOOPBACK, effective_hosts, effective_origins
 from hal0.mcp.mount import ADMIN_PATH, MEMORY_PATH, McpMounts
-from hal0.mcp.policy import LOOPBACK, effective_hosts, effective_origins
 from hal0.mcp.servers import annotations_of, mirrored_tool
 from hal0.services import Services
 from hal0.tools import Server, ToolContext, tool, tools_of

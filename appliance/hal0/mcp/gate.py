@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hal0.api.errors import ApiError, error_response
 from hal0.config.models import McpConfig
-from hal0.mcp.policy import GatePolicy, compile_policy
+from hal0.mcp.host_allowlist import HostAllowlist, compile_allowlist
 
 PREFIX = "/mcp"
 
@@ -35,13 +35,13 @@ class HostGate:
         self._config = config
         self._port = port  # the port hal0 listens on (a reload cannot change it): the human channel's own origin
         self._routes = tuple(routes)
-        self._cached: tuple[McpConfig, GatePolicy] | None = None
+        self._cached: tuple[McpConfig, HostAllowlist] | None = None
 
-    def policy(self) -> GatePolicy:
+    def allowlist(self) -> HostAllowlist:
         config = self._config()
         # Configs are frozen and swapped whole on reload, so identity tells when to recompile.
         if self._cached is None or self._cached[0] is not config:
-            self._cached = (config, compile_policy(config, self._port))
+            self._cached = (config, compile_allowlist(config, self._port))
         return self._cached[1]
 
     def _guarded(self, scope: Scope) -> str | None:
@@ -60,14 +60,14 @@ class HostGate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        policy = self.policy()
+        allowlist = self.allowlist()
         host, origin = headers.get("host"), headers.get("origin")
         response: Response
-        if not policy.host_allowed(host):
+        if not allowlist.host_allowed(host):
             response = PlainTextResponse("Invalid Host header", status_code=421) if surface == "mcp" else error_response(ApiError(
                 421, f"Invalid Host header {host!r}: this route changes state and accepts only the names hal0 is served by "
                 "(loopback and mcp.allowed_hosts), against DNS rebinding", param="Host", code="invalid_host"))
-        elif not policy.origin_allowed(origin, channel=surface == "api"):
+        elif not allowlist.origin_allowed(origin, channel=surface == "api"):
             response = PlainTextResponse("Invalid Origin header", status_code=403) if surface == "mcp" else error_response(ApiError(
                 403, f"cross-origin request refused: Origin {origin!r} is not an allowed origin (scheme, host and port: hal0's own "
                 "page on loopback, or of mcp.allowed_hosts, or mcp.allowed_origins)", param="Origin", code="cross_origin"))

@@ -22,7 +22,9 @@ HostPort = tuple[str, str | None]
 
 
 @dataclass(frozen=True, eq=False)
-class GatePolicy:
+class HostAllowlist:
+    """The names (Host) and pages (Origin) allowed through the gate, compiled from `mcp.*`."""
+
     open: bool
     hosts: frozenset[HostPort]
     any_origin: bool
@@ -123,10 +125,10 @@ def _by_scheme(origins: list[str]) -> dict[str, frozenset[HostPort]]:
     return {scheme: frozenset(entries) for scheme, entries in table.items()}
 
 
-def compile_policy(config: McpConfig, port: int) -> GatePolicy:
+def compile_allowlist(config: McpConfig, port: int) -> HostAllowlist:
     """The gate for a hal0 listening on `port` (the human channel's own origin)."""
     hosts = {split_host(entry) for entry in effective_hosts(config) if entry != "*"}
-    return GatePolicy(
+    return HostAllowlist(
         open=config.allowed_hosts == ("*",),
         hosts=frozenset(entry for entry in hosts if entry is not None),
         any_origin=effective_origins(config) == ["*"],

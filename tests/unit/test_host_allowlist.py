@@ -1,10 +1,10 @@
-"""The Host/Origin policy as pure functions (the HTTP matrix is in tests/integration)."""
+"""The Host/Origin allowlist as pure functions (the HTTP matrix is in tests/integration)."""
 
 from __future__ import annotations
 
 import pytest
 from hal0.config.models import McpConfig
-from hal0.mcp.policy import channel_origins, compile_policy, effective_hosts, effective_origins, split_host
+from hal0.mcp.host_allowlist import channel_origins, compile_allowlist, effective_hosts, effective_origins, split_host
 
 
 @pytest.mark.parametrize(
@@ -42,21 +42,21 @@ def test_explicit_origins_replace_derived_ones_but_keep_loopback():
     origins = effective_origins(config)
     assert "https://proxy.example" in origins and "http://hal0.lan" not in origins
     assert "http://localhost:*" in origins
-    policy = compile_policy(config, 8080)
-    assert policy.origin_allowed("https://proxy.example")
-    assert not policy.origin_allowed("http://hal0.lan")
+    allowlist = compile_allowlist(config, 8080)
+    assert allowlist.origin_allowed("https://proxy.example")
+    assert not allowlist.origin_allowed("http://hal0.lan")
 
 
 def test_the_human_channel_takes_loopback_only_as_hal0s_own_page():
     config = McpConfig(allowed_hosts=("hal0.lan:8080", "box.lan:*"))
     assert channel_origins(config, 8080)[:3] == ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]
-    policy = compile_policy(config, 8080)
+    allowlist = compile_allowlist(config, 8080)
     for origin in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080", "http://hal0.lan:8080", "https://box.lan:9"):
-        assert policy.origin_allowed(origin, channel=True), origin
+        assert allowlist.origin_allowed(origin, channel=True), origin
     # another local service's page (another port, https, no port) may use /mcp/* but never decide
     for origin in ("http://127.0.0.1:9", "http://localhost", "https://localhost:8080", "http://[::1]:3000"):
-        assert policy.origin_allowed(origin) and not policy.origin_allowed(origin, channel=True), origin
-    assert compile_policy(McpConfig(), 80).origin_allowed("http://localhost", channel=True)  # the browser omits :80
+        assert allowlist.origin_allowed(origin) and not allowlist.origin_allowed(origin, channel=True), origin
+    assert compile_allowlist(McpConfig(), 80).origin_allowed("http://localhost", channel=True)  # the browser omits :80
     assert channel_origins(McpConfig(allowed_origins=("*",)), 8080) == ["*"]
 
 
