@@ -17,6 +17,7 @@ from pathlib import Path
 from hal0 import __version__
 from hal0.agents.approvals import ApprovalStore
 from hal0.agents.quotas import Quotas
+from hal0.agents.rules import CONFIG_CHECKS
 from hal0.config import ConfigError, Hal0Config, LoadedConfig, load_config
 from hal0.inference import Lifecycle, ModelRegistry
 from hal0.memory import MemoryService
@@ -99,7 +100,7 @@ class Services:
 
     def _reload(self) -> ReloadResult:
         try:
-            fresh = load_config(self.loaded.path, os.environ)
+            fresh = load_config(self.loaded.path, os.environ, checks=CONFIG_CHECKS)
         except ConfigError as error:
             result = ReloadResult(False, f"config reload refused, keeping the last good config:\n{error}")
             log.error("%s", result.message)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hal0.agents.personas import persona_for
-from hal0.agents.policy import decide, tool_allowed_by_persona
+from hal0.agents.personas import persona_for, tool_allowed_by_persona
+from hal0.agents.rules import match_rules
 from hal0.cli import main
 from hal0.config.models import AgentsConfig
 from hypothesis import given, settings
@@ -37,7 +37,7 @@ def _matches(rule: dict, agent: str, tool: str) -> bool:
 def test_strongest_matching_rule_wins_whatever_the_order(rules: list, agent: str, tool: str, state_changing: bool, reverse: bool) -> None:
     ordered = list(reversed(rules)) if reverse else rules
     agents = AgentsConfig.model_validate({"approvals": {"rules": ordered}})
-    decision = decide(agents, agent, tool, {}, state_changing=state_changing)
+    decision = match_rules(agents, agent, tool, {}, state_changing=state_changing)
     matched = {rule["decision"] for rule in rules if _matches(rule, agent, tool)}
     if "deny" in matched:
         assert decision.verdict == "deny"
@@ -55,7 +55,7 @@ def test_strongest_matching_rule_wins_whatever_the_order(rules: list, agent: str
 
 def test_an_unmatched_state_changing_tool_is_never_allowed() -> None:
     agents = AgentsConfig.model_validate({"approvals": {"rules": [{"match": {"tool": "memory:*"}, "decision": "allow", "reason": "x"}]}})
-    decision = decide(agents, "alice", "admin:unload_model", {}, state_changing=True)
+    decision = match_rules(agents, "alice", "admin:unload_model", {}, state_changing=True)
     assert decision.verdict == "ask" and "no rule allows it" in decision.reason
 
 
@@ -64,15 +64,15 @@ def test_argument_conditions() -> None:
         {"match": {"tool": "admin:unload_model", "args": {"model": "big"}}, "decision": "deny", "reason": "big stays"},
         {"match": {"tool": "admin:unload_model"}, "decision": "allow", "reason": "others may go"},
     ]}})
-    assert decide(agents, "a", "admin:unload_model", {"model": "big"}, state_changing=True).verdict == "deny"
-    assert decide(agents, "a", "admin:unload_model", {"model": "small"}, state_changing=True).verdict == "allow"
+    assert match_rules(agents, "a", "admin:unload_model", {"model": "big"}, state_changing=True).verdict == "deny"
+    assert match_rules(agents, "a", "admin:unload_model", {"model": "small"}, state_changing=True).verdict == "allow"
 
 
 def test_the_shipped_default_policy_asks_for_privileged_tools() -> None:
     agents = AgentsConfig()
     for tool in ("admin:load_model", "admin:unload_model", "admin:reload_config", "memory:forget_all"):
-        assert decide(agents, "anyone", tool, {}, state_changing=True).verdict == "ask", tool
-    assert decide(agents, "anyone", "memory:remember", {}, state_changing=True).verdict == "allow"
+        assert match_rules(agents, "anyone", tool, {}, state_changing=True).verdict == "ask", tool
+    assert match_rules(agents, "anyone", "memory:remember", {}, state_changing=True).verdict == "allow"
 
 
 def test_persona_gating_and_default_persona() -> None:

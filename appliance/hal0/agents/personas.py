@@ -9,6 +9,7 @@ door's answer (tools.policy.evaluate_generation), not this module's.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import TYPE_CHECKING, Any
 
 from hal0.config.models import AgentsConfig, Persona
@@ -66,3 +67,16 @@ def over_limit(persona: Persona | None, request: GenerationRequest) -> tuple[str
     if limits.max_temperature is not None and (request.temperature or 0) > limits.max_temperature:
         return "temperature", f"temperature {request.temperature} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}"
     return None
+
+
+def tool_allowed_by_persona(persona: Persona | None, tool: str) -> bool:
+    """Persona gating: whether the persona's `tools` patterns list the tool. No persona means no persona
+    gating: the approval rules alone decide."""
+    if persona is None:
+        return True
+    return any(fnmatch.fnmatchcase(tool, pattern) for pattern in persona.tools)
+
+
+def persona_refusal(persona: Persona, agent: str, tool: str) -> str:
+    patterns = ", ".join(persona.tools) or "none"
+    return f"tool {tool} is not in persona {persona.id!r}'s tools ({patterns}) for agent {agent!r}: agents.personas[].tools"

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from hal0.agents.rules import CONFIG_CHECKS
 from hal0.cli.client import CliError, Hal0Client, default_url
 from hal0.config import ConfigError, load_config
 
@@ -99,7 +100,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise CliError("--args must be a JSON object")
     if ":" not in args.tool:
         raise CliError(f"--tool must be server:tool, e.g. admin:unload_model, got {args.tool!r}")
-    agents = load_config(args.config).config.agents
+    agents = load_config(args.config, checks=CONFIG_CHECKS).config.agents
     from hal0.tools import CATALOGUE
 
     spec = next((spec for spec in CATALOGUE if spec.qualified == args.tool), None)

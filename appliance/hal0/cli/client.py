@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from hal0.agents.rules import CONFIG_CHECKS
 from hal0.config import ConfigError, load_config
 
 
@@ -17,7 +18,7 @@ class CliError(Exception):
 def default_url(config_path: str) -> str:
     """hal0's URL on this machine, from the config's bind and port (loopback when it binds everything)."""
     try:
-        server = load_config(config_path).config.server
+        server = load_config(config_path, checks=CONFIG_CHECKS).config.server
     except ConfigError:
         return "http://127.0.0.1:8080"
     host = "127.0.0.1" if server.bind in ("0.0.0.0", "::", "127.0.0.1") else server.bind

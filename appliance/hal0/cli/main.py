@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from hal0 import __version__
+from hal0.agents.rules import CONFIG_CHECKS
 from hal0.cli import approvals as approvals_cli
 from hal0.cli import memory as memory_cli
 from hal0.cli.client import default_url
@@ -45,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hal0.app import create_app
 
     try:
-        loaded = load_config(_config_path(args.config))
+        loaded = load_config(_config_path(args.config), checks=CONFIG_CHECKS)
     except ConfigError as error:
         return _print_config_error(error)
     server = loaded.config.server
@@ -88,7 +89,7 @@ def _load_checked(path: str, check_files: bool) -> object:
     from hal0.config.yaml_source import parse_yaml
     from hal0.inference.templates import TemplateError, file_template, named_template
 
-    loaded = load_config(path, check_files=check_files)
+    loaded = load_config(path, check_files=check_files, checks=CONFIG_CHECKS)
     issues = []
     for index, model in enumerate(loaded.config.models):
         if model.chat_format is None and model.chat_template_file is None:
@@ -114,7 +115,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     try:
-        loaded = load_config(_config_path(args.config))
+        loaded = load_config(_config_path(args.config), checks=CONFIG_CHECKS)
     except ConfigError as error:
         return _print_config_error(error)
     data = loaded.config.model_dump(mode="json")
@@ -181,7 +182,7 @@ def cmd_models_make_test_model(args: argparse.Namespace) -> int:
 def cmd_models_list(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     try:
-        loaded = load_config(path)
+        loaded = load_config(path, checks=CONFIG_CHECKS)
     except ConfigError as error:
         return _print_config_error(error)
     live = _served_models(args.url or default_url(path))

@@ -9,7 +9,7 @@ import hashlib
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
@@ -21,6 +21,11 @@ from hal0.config.models import Hal0Config, check_host_entry, check_origin_entry
 from hal0.config.yaml_source import Path, YamlDocument, parse_yaml
 
 Source = Literal["file", "env", "default"]
+
+# A check of a validated config that needs more than its data (the rule engine's rule examples, agents.rules):
+# the problems it finds as (path, message), which the loader positions like pydantic's. Layers above config
+# hand theirs in, so config/ stays data and imports none of them.
+Check = Callable[[Hal0Config], list[tuple[Path, str]]]
 
 ENV_ALLOWED_HOSTS = "HAL0_MCP_ALLOWED_HOSTS"
 ENV_ALLOWED_ORIGINS = "HAL0_MCP_ALLOWED_ORIGINS"
@@ -211,8 +216,9 @@ def _leaf_paths(data: Any, prefix: Path = ()) -> set[Path]:
     return paths
 
 
-def load_text(text: str, source: str, environ: Mapping[str, str] | None = None, *, check_files: bool = False) -> LoadedConfig:
-    """Validate config text. Raises ConfigError listing every problem, each with file:line:col."""
+def load_text(text: str, source: str, environ: Mapping[str, str] | None = None, *, check_files: bool = False,
+              checks: Sequence[Check] = ()) -> LoadedConfig:
+    """Validate config text, then run `checks` on it. Raises ConfigError listing every problem, each with file:line:col."""
     environ = os.environ if environ is None else environ
     document, issues = parse_yaml(text, source)
     if issues:
@@ -227,6 +233,9 @@ def load_text(text: str, source: str, environ: Mapping[str, str] | None = None, 
         config = Hal0Config.model_validate(data)
     except ValidationError as error:
         raise ConfigError(validation_issues(error, document, source, env_sources)) from None
+    checked = [(path, message) for check in checks for path, message in check(config)]
+    if checked:
+        raise ConfigError([_issue_at(document, source, path, message) for path, message in checked])
     if check_files:
         missing = []
         for index, model in enumerate(config.models):
@@ -239,9 +248,15 @@ def load_text(text: str, source: str, environ: Mapping[str, str] | None = None, 
     return LoadedConfig(config=config, path=source, env=used_env, env_paths=frozenset(env_touched), file_paths=file_paths)
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *, check_files: bool = False) -> LoadedConfig:
-    """Read and validate a config file."""
-    return load_text(read_source(path), str(path), environ, check_files=check_files)
+def _issue_at(document: YamlDocument, source: str, path: Path, message: str) -> ConfigIssue:
+    position = document.position_of(path)
+    return ConfigIssue(source, position.line, position.column, path, message)
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *, check_files: bool = False,
+                checks: Sequence[Check] = ()) -> LoadedConfig:
+    """Read and validate a config file (and run `checks` on it: hal0's own loads pass agents.rules.CONFIG_CHECKS)."""
+    return load_text(read_source(path), str(path), environ, check_files=check_files, checks=checks)
 
 
 def read_source(path: str | os.PathLike[str]) -> str:

@@ -11,7 +11,6 @@ forbids unknown keys, so a typo is an error rather than a silently ignored setti
 from __future__ import annotations
 
 import enum
-import fnmatch
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
@@ -440,18 +439,15 @@ class Persona(_Section):
     )
 
 
-class RuleMatch(_Section):
+RuleVerdict = Literal["allow", "ask", "deny"]
+
+
+class RulePattern(_Section):
+    """Which calls the rule applies to: agent and server:tool glob patterns, and argument values that must be equal."""
+
     agent: str = Field("*", description="Agent id or glob pattern.")
     tool: Annotated[str, Field(pattern=TOOL_PATTERN)] = Field("*:*", description="server:tool pattern.")
     args: dict[str, Any] = Field(default_factory=dict, description="Argument values that must be equal.")
-
-    def matches(self, agent: str, tool: str, args: dict[str, Any]) -> bool:
-        """Glob match on agent and `server:tool`; every listed argument must be present and equal."""
-        return (
-            fnmatch.fnmatchcase(agent, self.agent)
-            and fnmatch.fnmatchcase(tool, self.tool)
-            and all(name in args and args[name] == value for name, value in self.args.items())
-        )
 
 
 class RuleExample(_Section):
@@ -468,29 +464,13 @@ class RuleExamples(_Section):
 
 
 class ApprovalRule(_Section):
-    match: RuleMatch = RuleMatch()
-    decision: Literal["allow", "ask", "deny"] = Field(description="allow: run now; ask: enqueue an approval; deny: refuse.")
+    match: RulePattern = RulePattern()
+    decision: RuleVerdict = Field(description="allow: run now; ask: enqueue an approval; deny: refuse.")
     reason: str = Field(min_length=1, description="Shown to the approver and returned on deny.")
     expires_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = Field(
         None, description="A granted approval of this rule is valid this long (e.g. 10m) for the same call."
     )
     examples: RuleExamples | None = Field(None, description="Calls the rule must and must not match; checked on validation.")
-
-    @model_validator(mode="after")
-    def _examples_hold(self) -> ApprovalRule:
-        from hal0.config.errors import CrossFieldError
-
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        examples = self.examples or RuleExamples()
-        for index, example in enumerate(examples.match):
-            if not self.match.matches(example.agent, example.tool, example.args):
-                problems.append((("examples", "match", index), f"the rule does not match this example ({example.agent} calling {example.tool})"))
-        for index, example in enumerate(examples.no_match):
-            if self.match.matches(example.agent, example.tool, example.args):
-                problems.append((("examples", "no_match", index), f"the rule matches this example ({example.agent} calling {example.tool})"))
-        if problems:
-            raise CrossFieldError(problems)
-        return self
 
 
 def _rule(tool: str, decision: str, reason: str) -> ApprovalRule:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hal0.agents.rules import CONFIG_CHECKS
 from hal0.config import ConfigError, load_config
 from hal0.config.sources import effective_values
 from hal0.services import Services
@@ -22,7 +23,7 @@ class DiskCheck:
 def check_disk(services: Services) -> DiskCheck:
     running = services.loaded
     try:
-        fresh = load_config(running.path, os.environ)
+        fresh = load_config(running.path, os.environ, checks=CONFIG_CHECKS)
     except ConfigError as error:
         return DiskCheck(False, [str(issue) for issue in error.issues])
     return DiskCheck(True, differs=fresh.config != running.config)

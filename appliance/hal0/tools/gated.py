@@ -1,8 +1,9 @@
-"""The one door for agent tool calls: persona gating, then allow / ask / deny, then the tool.
+"""Running an agent's tool call as the policy door (tools.policy.evaluate) decided it: refused, run, or queued.
 
-`call_tool` is what MCP and REST use for an agent. An `ask` never runs the tool: it queues an
-approval and returns a pending result at once. A human clears it through `decide_approval`
-(dashboard, CLI and approval API all end here), which runs exactly the stored arguments, once.
+This module decides nothing itself: `call_tool` (what MCP and REST use for an agent) asks the door, then
+acts on its Decision. An `ask` never runs the tool: it queues an approval and returns a pending result at
+once. A human clears it through `decide_approval` (dashboard, CLI and approval API all end here), which
+runs exactly the stored arguments, once.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The approval queue's life outside requests: recovery at start-up and the periodic expiry.
 
-Here, beside the door that runs approved calls (tools.gated.execute), rather than in api/: nothing
+Here, beside what runs approved calls (tools.gated.execute), rather than in api/: nothing
 in it is HTTP, and the app's lifespan is its only caller.
 """
 

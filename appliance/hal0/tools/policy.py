@@ -5,7 +5,7 @@ sees), tools/call and REST (what runs, queues or is refused), MCP resources (gov
 they mirror), the dashboard's policy view and `hal0 approvals explain`. The order is fixed:
 
 1. Persona gating: a tool outside the agent's persona `tools` is `refused` (and invisible).
-2. Approval rules (agents.policy.decide): deny beats ask beats allow; an unmatched state-changing
+2. Approval rules (the rule engine, agents.rules.match_rules): deny beats ask beats allow; an unmatched state-changing
    tool is `ask`, an unmatched read-only one `allow`.
 3. Quotas, when the caller passes the live counters (a real call, not a question about one): a call
    over the persona's `limits.requests_per_minute` is `limited`, with a true retry_after.
@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hal0.agents.personas import persona_for
-from hal0.agents.policy import decide, persona_refusal, tool_allowed_by_persona
+from hal0.agents.personas import persona_for, persona_refusal, tool_allowed_by_persona
 from hal0.agents.quotas import Lease, QuotaExceededError, Quotas
-from hal0.config.models import AgentsConfig, ApprovalRule, PersonaLimits
+from hal0.agents.rules import match_rules
+from hal0.config.models import AgentsConfig, ApprovalRule, PersonaLimits, RuleVerdict
 from hal0.tools.spec import ToolSpec
 
-Verdict = Literal["allow", "ask", "deny", "refused", "limited"]
+Verdict = RuleVerdict | Literal["refused", "limited"]  # the rules' verdicts, and the door's own two
 PERSONA_RULE = "agents.personas[].tools"
 OTHER = "other"  # the metrics label of agents without a persona (labels are never raw agent ids)
 
@@ -82,8 +82,8 @@ def evaluate(agents: AgentsConfig, agent: str, tool: ToolSpec, args: dict[str, A
         assert persona is not None  # no persona means no persona gating
         return Decision("refused", persona_refusal(persona, agent, tool.qualified), PERSONA_RULE,
                         tool.qualified, agent, persona_id)
-    rule = decide(agents, agent, tool.qualified, args, state_changing=not tool.read_only)
-    decision = Decision(rule.verdict, rule.reason, rule.rule_label, tool.qualified, agent, persona_id, rule.rule)
+    matched = match_rules(agents, agent, tool.qualified, args, state_changing=not tool.read_only)
+    decision = Decision(matched.verdict, matched.reason, matched.rule_label, tool.qualified, agent, persona_id, matched.rule)
     if quotas is not None and decision.verdict != "deny":
         label, limits = persona_limits(agents, agent)
         try:

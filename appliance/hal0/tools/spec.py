@@ -61,6 +61,6 @@ class ToolSpec:
 
 
 async def invoke(spec: ToolSpec, call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Run a tool. The single door every surface goes through, so the agents issue's policy
-    (allow / ask / deny) is added here once rather than in each of REST and MCP."""
+    """Run a tool, once the policy door (tools.policy.evaluate) has let the call through: every surface
+    runs tools here, and none runs one without asking the door first."""
     return await spec.fn(call, **arguments)
