@@ -103,3 +103,20 @@ def test_rule_examples_are_checked_by_validate(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert f"agents.approvals.{message}" in err
     assert f"{config}:10:" in err  # the line of the offending example
+
+
+def test_generations_ask_the_same_door_for_persona_limits() -> None:
+    from hal0.agents.request import GenerationRequest
+    from hal0.tools.policy import evaluate_generation
+
+    agents = AgentsConfig.model_validate({"default_agent": "guest", "personas": [
+        {"id": "guest", "limits": {"max_tokens": 50, "max_temperature": 1.0}},
+    ]})
+    over = evaluate_generation(agents, "ann", GenerationRequest(max_tokens=51))
+    assert (over.verdict, over.rule, over.code, over.limit, over.persona) == (
+        "refused", "agents.personas[].limits.max_tokens", "persona_limit", "max_tokens", "guest")
+    assert "max_tokens 51 exceeds persona 'guest''s limit of 50" in over.message
+    hot = evaluate_generation(agents, "ann", GenerationRequest(max_tokens=50, temperature=1.5))
+    assert (hot.verdict, hot.rule, hot.limit) == ("refused", "agents.personas[].limits.max_temperature", "temperature")
+    assert evaluate_generation(agents, "ann", GenerationRequest(max_tokens=50, temperature=1.0)).verdict == "allow"
+    assert evaluate_generation(AgentsConfig(), "ann", GenerationRequest(max_tokens=10**9)).verdict == "allow"

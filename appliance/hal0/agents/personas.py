@@ -56,19 +56,6 @@ def cache_scope(persona: Persona | None, messages: tuple[dict[str, Any], ...] | 
     return {"persona": persona.id, "public_messages": 1 if public else 0}
 
 
-def over_limit(persona: Persona | None, request: GenerationRequest) -> tuple[str, str] | None:
-    """The request field over one of the persona's limits and why, or None (`request` as apply_persona left it)."""
-    if persona is None:
-        return None
-    limits = persona.limits
-    if limits.max_tokens is not None and request.max_tokens is not None and request.max_tokens > limits.max_tokens:
-        return "max_tokens", (f"max_tokens {request.max_tokens} exceeds persona {persona.id!r}'s limit of {limits.max_tokens} "
-                              "(agents.personas[].limits.max_tokens)")
-    if limits.max_temperature is not None and (request.temperature or 0) > limits.max_temperature:
-        return "temperature", f"temperature {request.temperature} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}"
-    return None
-
-
 def tool_allowed_by_persona(persona: Persona | None, tool: str) -> bool:
     """Persona gating: whether the persona's `tools` patterns list the tool. No persona means no persona
     gating: the approval rules alone decide."""

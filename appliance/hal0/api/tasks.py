@@ -13,25 +13,26 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from hal0.agents.personas import apply_persona, cache_scope, over_limit, persona_for
+from hal0.agents.personas import apply_persona, cache_scope, persona_for
 from hal0.agents.request import GenerationRequest
 from hal0.api.errors import bad_request
 from hal0.api.generation import check, deadline_of, lookup_model, services_of
 from hal0.api.identity import agent_of
 from hal0.config.models import Persona
 from hal0.inference import Event, Finish, ModelRuntime, ReasoningDelta, Task, TextDelta, ToolCallDelta
+from hal0.tools.policy import evaluate_generation
 
 
 def personalised(request: Request, wanted: GenerationRequest) -> tuple[Persona | None, GenerationRequest]:
-    """The caller's persona and `wanted` under it; a 400 naming the persona limit it exceeds (refused,
-    never silently clamped)."""
+    """The caller's persona and `wanted` under it, as the policy door lets it through; a 400 naming the
+    persona limit it exceeds (refused, never silently clamped)."""
     services = services_of(request)
-    persona = persona_for(services.config.agents, agent_of(request, services))
+    agent = agent_of(request, services)
+    persona = persona_for(services.config.agents, agent)
     applied = apply_persona(persona, wanted)
-    refusal = over_limit(persona, applied)
-    if refusal is not None:
-        param, message = refusal
-        raise bad_request(message, param=param, code="persona_limit")
+    decision = evaluate_generation(services.config.agents, agent, applied)
+    if decision.verdict != "allow":
+        raise bad_request(decision.message, param=decision.limit, code=decision.code)
     return persona, applied
 
 

@@ -12,6 +12,10 @@ they mirror), the dashboard's policy view and `hal0 approvals explain`. The orde
    Generations pass the same quotas through `admit_generation`, which also checks tokens and
    concurrency and hands back the lease that counts the tokens when the generation ends.
 
+A generation asks the door too, before anything else: `evaluate_generation` answers whether its request
+(the persona applied) stays within the persona's limits (max_tokens, max_temperature), with the limit
+it exceeds as the rule.
+
 Like datasette's permission checks, the answer is never a bare bool: the Decision names the rule
 (`agents.approvals.rules[3]`, `agents.personas[].tools`, `default policy`) and says why in words.
 """
@@ -19,7 +23,7 @@ Like datasette's permission checks, the answer is never a bare bool: the Decisio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hal0.agents.personas import persona_for, persona_refusal, tool_allowed_by_persona
 from hal0.agents.quotas import Lease, QuotaExceededError, Quotas
@@ -27,9 +31,13 @@ from hal0.agents.rules import match_rules
 from hal0.config.models import AgentsConfig, ApprovalRule, PersonaLimits, RuleVerdict
 from hal0.tools.spec import ToolSpec
 
+if TYPE_CHECKING:
+    from hal0.agents.request import GenerationRequest
+
 Verdict = RuleVerdict | Literal["refused", "limited"]  # the rules' verdicts, and the door's own two
 PERSONA_RULE = "agents.personas[].tools"
 OTHER = "other"  # the metrics label of agents without a persona (labels are never raw agent ids)
+GENERATION = "generation"  # what a generation's Decision is about, where a tool call's names the tool
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Decision:
     persona: str | None
     approval_rule: ApprovalRule | None = None  # the matched rule, when one did (its expires_after)
     retry_after: int | None = None  # seconds, for `limited`
+    limit: str | None = None  # for a generation over a persona limit: the request field (max_tokens, temperature)
 
     @property
     def visible(self) -> bool:
@@ -53,6 +62,8 @@ class Decision:
     @property
     def code(self) -> str:
         """The machine-readable code of a refusal (REST error code, MCP error text)."""
+        if self.limit is not None:
+            return "persona_limit"
         return {"refused": "tool_not_in_persona", "deny": "denied", "limited": "rate_limit_exceeded"}.get(self.verdict, self.verdict)
 
     @property
@@ -92,6 +103,23 @@ def evaluate(agents: AgentsConfig, agent: str, tool: ToolSpec, args: dict[str, A
             return Decision("limited", str(error), f"agents.personas[].limits.{error.quota}", tool.qualified, agent,
                             persona_id, retry_after=error.retry_after)
     return decision
+
+
+def evaluate_generation(agents: AgentsConfig, agent: str, request: GenerationRequest) -> Decision:
+    """The decision for `agent`'s generation `request` (its persona already applied: agents.personas):
+    `refused` naming the persona limit it exceeds (never clamped to it), else `allow`."""
+    persona = persona_for(agents, agent)
+    if persona is None:
+        return Decision("allow", "no persona: no limits", "default policy", GENERATION, agent, None)
+    limits = persona.limits
+    if limits.max_tokens is not None and request.max_tokens is not None and request.max_tokens > limits.max_tokens:
+        return Decision("refused", f"max_tokens {request.max_tokens} exceeds persona {persona.id!r}'s limit of {limits.max_tokens} "
+                        "(agents.personas[].limits.max_tokens)", "agents.personas[].limits.max_tokens", GENERATION, agent, persona.id,
+                        limit="max_tokens")
+    if limits.max_temperature is not None and (request.temperature or 0) > limits.max_temperature:
+        return Decision("refused", f"temperature {request.temperature} exceeds persona {persona.id!r}'s limit of {limits.max_temperature}",
+                        "agents.personas[].limits.max_temperature", GENERATION, agent, persona.id, limit="temperature")
+    return Decision("allow", f"within persona {persona.id!r}'s limits", "agents.personas[].limits", GENERATION, agent, persona.id)
 
 
 def admit_generation(agents: AgentsConfig, quotas: Quotas, agent: str) -> Lease:
