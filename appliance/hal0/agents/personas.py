@@ -37,6 +37,8 @@ def apply_persona(persona: Persona | None, wanted: GenerationRequest) -> Generat
         default = getattr(params, name)
         if getattr(wanted, name) is None and default is not None:
             changes[name] = tuple(default) if name == "stop" else default
+    if wanted.reasoning_format is None and params.reasoning_format is not None:
+        changes["reasoning_format"] = params.reasoning_format
     if persona.limits.max_tokens is not None and changes.get("max_tokens", wanted.max_tokens) is None:
         changes["max_tokens"] = persona.limits.max_tokens
     if persona.system_prompt and wanted.messages is not None:

@@ -49,7 +49,7 @@ class GenerationRequest:
     tool_choice: str = "auto"  # none, auto, required or the name of the tool that must be called
     parallel_tool_calls: bool = True
     logprobs: int | None = None  # None: off; else how many alternatives per token
-    reasoning_format: ReasoningFormat = "auto"
+    reasoning_format: ReasoningFormat | None = None  # None: the persona's default, else auto
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -37,8 +37,11 @@ ReasoningFormatField = Annotated[
 ]
 
 
-def reasoning_format_of(value: str | None) -> ReasoningFormat:
-    """A body's reasoning_format as the request carries it: none, or auto (deepseek and absent are auto)."""
+def reasoning_format_of(value: str | None) -> ReasoningFormat | None:
+    """A body's reasoning_format as the request carries it: none, auto (deepseek is auto), or None when
+    absent (the persona's default applies)."""
+    if value is None:
+        return None
     return "none" if value == "none" else "auto"
 
 

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from hal0.agents.request import GenerationRequest
 from hal0.api.body import parse_json
-from hal0.api.dialect import Body, ToolName, check_tool_choice, function_tool, tool_choice_mode
+from hal0.api.dialect import Body, ChatTemplateKwargs, ToolName, check_tool_choice, function_tool, tool_choice_mode
 from hal0.api.errors import ApiError, bad_request, unavailable
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import generation_task, prepare
@@ -63,12 +63,29 @@ class AnthropicToolResultBlock(Body):
         return f"Error: {text}" if self.is_error else text
 
 
+class AnthropicThinkingBlock(Body):
+    """A thinking block sent back in an assistant turn: its text is that turn's reasoning, which the
+    model's template shows or drops as it was trained (hal0 signs nothing, so any signature is taken)."""
+
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None
+
+
+class AnthropicRedactedThinkingBlock(Body):
+    """Reasoning another service encrypted: hal0 cannot read it, so it is left out of the prompt."""
+
+    type: Literal["redacted_thinking"]
+    data: str
+
+
 def _block_type(value: Any) -> str | None:
     return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
 
 
 Block = Annotated[
-    Annotated[AnthropicTextBlock, Tag("text")] | Annotated[AnthropicToolUseBlock, Tag("tool_use")] | Annotated[AnthropicToolResultBlock, Tag("tool_result")],
+    Annotated[AnthropicTextBlock, Tag("text")] | Annotated[AnthropicToolUseBlock, Tag("tool_use")] | Annotated[AnthropicToolResultBlock, Tag("tool_result")]
+    | Annotated[AnthropicThinkingBlock, Tag("thinking")] | Annotated[AnthropicRedactedThinkingBlock, Tag("redacted_thinking")],
     Discriminator(_block_type),
 ]
 
@@ -85,6 +102,8 @@ class AnthropicMessage(Body):
             raise ValueError("tool_use blocks belong in assistant messages")
         if self.role == "assistant" and "tool_result" in kinds:
             raise ValueError("tool_result blocks belong in user messages")
+        if self.role == "user" and kinds & {"thinking", "redacted_thinking"}:
+            raise ValueError("thinking blocks belong in assistant messages")
         return self
 
 
@@ -152,6 +171,7 @@ class MessagesRequest(CountTokensRequest):
     top_k: int | None = Field(None, ge=0, le=1000)
     metadata: AnthropicMetadata | None = None
     thinking: AnthropicThinking | None = None
+    chat_template_kwargs: ChatTemplateKwargs = None
 
     @property
     def thinks(self) -> bool:
@@ -173,7 +193,9 @@ def chat_messages(body: CountTokensRequest) -> list[dict[str, Any]]:
         if message.role == "assistant":
             calls = [{"id": block.id, "type": "function", "function": {"name": block.name, "arguments": json.dumps(block.input)}}
                      for block in message.content if isinstance(block, AnthropicToolUseBlock)]
-            messages.append({"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})})
+            thought = "".join(block.thinking for block in message.content if isinstance(block, AnthropicThinkingBlock))
+            messages.append({"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {}),
+                             **({"reasoning_content": thought} if thought else {})})
             continue
         results = [block for block in message.content if isinstance(block, AnthropicToolResultBlock)]
         messages.extend({"role": "tool", "tool_call_id": block.tool_use_id, "content": block.text} for block in results)
@@ -203,7 +225,17 @@ def messages_request(body: MessagesRequest) -> GenerationRequest:
         top_p=body.top_p,
         top_k=body.top_k,
         stop=tuple(body.stop_sequences) if body.stop_sequences else None,  # none or empty: the persona's default
+        chat_template_kwargs=_template_kwargs(body),
     )
+
+
+def _template_kwargs(body: MessagesRequest) -> dict[str, Any]:
+    """The request's chat_template_kwargs; `thinking: disabled` turns thinking off in the templates that
+    allow it (Qwen3's enable_thinking), unless the kwargs say otherwise."""
+    kwargs = dict(body.chat_template_kwargs or {})
+    if body.thinking is not None and body.thinking.type == "disabled":
+        kwargs.setdefault("enable_thinking", False)
+    return kwargs
 
 
 def _stop_reason(finish: Finish, stops: list[str]) -> tuple[str, str | None]:

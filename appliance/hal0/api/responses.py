@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from hal0.agents.request import GenerationRequest
 from hal0.api.body import parse_json
-from hal0.api.dialect import Body, ToolName, check_tool_choice, function_tool, tool_choice_mode
+from hal0.api.dialect import Body, ChatTemplateKwargs, ReasoningFormatField, ToolName, check_tool_choice, function_tool, reasoning_format_of, tool_choice_mode
 from hal0.api.errors import bad_request
 from hal0.api.generation import Wire, named_sse, run_to_completion, services_of, start_stream
 from hal0.api.tasks import prepare
@@ -68,6 +68,27 @@ class ResponsesFunctionCallOutputItem(Body):
         return self.output if isinstance(self.output, str) else "".join(part.text for part in self.output)
 
 
+class ResponsesSummaryText(Body):
+    type: Literal["summary_text", "reasoning_text"]
+    text: str
+
+
+class ResponsesReasoningItem(Body):
+    """A reasoning item sent back (as hal0 returned it): its text is the next assistant turn's reasoning,
+    which the model's template shows or drops as it was trained. Encrypted content cannot be read here."""
+
+    type: Literal["reasoning"]
+    id: str | None = Field(None, max_length=128)
+    summary: list[ResponsesSummaryText] = Field(default_factory=list)
+    content: list[ResponsesSummaryText] | None = None
+    encrypted_content: str | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(part.text for part in self.content or self.summary)
+
+
 def _item_type(value: Any) -> str | None:
     # A message may leave out its type (the API's "easy input message").
     if isinstance(value, dict):
@@ -78,7 +99,8 @@ def _item_type(value: Any) -> str | None:
 InputItem = Annotated[
     Annotated[ResponsesMessageItem, Tag("message")]
     | Annotated[ResponsesFunctionCallItem, Tag("function_call")]
-    | Annotated[ResponsesFunctionCallOutputItem, Tag("function_call_output")],
+    | Annotated[ResponsesFunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ResponsesReasoningItem, Tag("reasoning")],
     Discriminator(_item_type),
 ]
 
@@ -114,6 +136,14 @@ class ResponsesTextConfig(Body):
     format: ResponsesTextFormat | None = None
 
 
+class ResponsesReasoning(Body):
+    """`reasoning`: effort reaches the template as reasoning_effort (GPT-OSS's); `none` turns thinking off
+    where the template allows it, as llama-server maps reasoning_effort none."""
+
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
 class ResponsesRequest(Body):
     model: str | None = Field(None, max_length=128)
     input: str | Annotated[list[InputItem], Field(min_length=1, max_length=1024)]
@@ -132,6 +162,9 @@ class ResponsesRequest(Body):
     user: str | None = Field(None, max_length=256)
     truncation: Literal["disabled"] | None = None
     include: list[str] | None = Field(None, max_length=0, description="No extra output data is available: empty or absent.")
+    reasoning: ResponsesReasoning | None = None
+    reasoning_format: ReasoningFormatField = None
+    chat_template_kwargs: ChatTemplateKwargs = None
 
     @field_validator("previous_response_id")
     @classmethod
@@ -154,7 +187,7 @@ class ResponsesRequest(Body):
         return self.tool_choice, None
 
     @property
-    def items(self) -> list[ResponsesMessageItem | ResponsesFunctionCallItem | ResponsesFunctionCallOutputItem]:
+    def items(self) -> list[ResponsesMessageItem | ResponsesFunctionCallItem | ResponsesFunctionCallOutputItem | ResponsesReasoningItem]:
         return [ResponsesMessageItem(role="user", content=self.input)] if isinstance(self.input, str) else list(self.input)
 
     @property
@@ -169,16 +202,23 @@ def chat_messages(body: ResponsesRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if body.instructions:
         messages.append({"role": "system", "content": body.instructions})
+    thought = ""  # a reasoning item's text, for the assistant turn that follows it
     for item in body.items:
-        if isinstance(item, ResponsesMessageItem):
-            messages.append({"role": "system" if item.role == "developer" else item.role, "content": item.text})
+        if isinstance(item, ResponsesReasoningItem):
+            thought += item.text
+        elif isinstance(item, ResponsesMessageItem):
+            message = {"role": "system" if item.role == "developer" else item.role, "content": item.text}
+            if item.role == "assistant" and thought:
+                message["reasoning_content"], thought = thought, ""
+            messages.append(message)
         elif isinstance(item, ResponsesFunctionCallItem):
             call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
             last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
+            if last is not None and last["role"] == "assistant" and not thought:
                 last.setdefault("tool_calls", []).append(call)
             else:
-                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call], **({"reasoning_content": thought} if thought else {})})
+                thought = ""
         else:
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})
     return messages
@@ -374,7 +414,20 @@ def responses_request(body: ResponsesRequest) -> GenerationRequest:
         tools=_tools(body),
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
+        reasoning_format=reasoning_format_of(body.reasoning_format),
+        chat_template_kwargs=_template_kwargs(body),
     )
+
+
+def _template_kwargs(body: ResponsesRequest) -> dict[str, Any]:
+    """The request's chat_template_kwargs, with `reasoning.effort` as llama-server takes reasoning_effort."""
+    kwargs = dict(body.chat_template_kwargs or {})
+    effort = body.reasoning.effort if body.reasoning else None
+    if effort == "none":
+        kwargs.setdefault("enable_thinking", False)
+    elif effort is not None:
+        kwargs.setdefault("reasoning_effort", effort)
+    return kwargs
 
 
 async def create_response(request: Request) -> Response:

@@ -57,7 +57,7 @@ def generation_task(request: Request, wanted: GenerationRequest) -> tuple[ModelR
         logprobs=applied.logprobs,
         deadline=deadline_of(services),
         agent=agent_of(request, services),
-        reasoning_format=applied.reasoning_format,
+        reasoning_format=applied.reasoning_format or "auto",
         chat_template_kwargs=dict(applied.chat_template_kwargs),
         **cache_scope(persona, applied.messages),
     )

@@ -400,6 +400,11 @@ class GenerationParams(_Section):
     top_k: int | None = Field(None, ge=0, description="Sample from the k most likely tokens (0: all).")
     max_tokens: int | None = Field(None, ge=1, description="Tokens generated when the request names no max_tokens.")
     stop: tuple[str, ...] | None = Field(None, description="Stop sequences used when the request names none.")
+    reasoning_format: Literal["auto", "none"] | None = Field(
+        None,
+        description="A thinking model's reasoning when the request names no reasoning_format: auto splits it out "
+        "(reasoning_content, a Responses reasoning item, Messages thinking blocks); none leaves it inline in the answer.",
+    )
 
 
 class PersonaLimits(_Section):
