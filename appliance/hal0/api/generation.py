@@ -158,13 +158,14 @@ async def cancel_on_disconnect(request: Request, cancel: Callable[[], None]) -> 
         watcher.cancel()
 
 
-async def check(task: Task) -> None:
+async def check(task: Task, runtime: ModelRuntime | None = None) -> None:
     """Refuse, before the task takes a quota lease or a place in the queue, what can be known not to
     run: a schema or grammar that cannot be enforced. Compiling one is CPU work (a large schema takes
     a good fraction of a second) and goes to a thread, never the event loop; the result is cached,
-    so the run itself pays nothing more."""
+    so the run itself pays nothing more (a loaded model's native call grammar is compiled here too)."""
+    model = runtime.loaded_or_none() if runtime is not None else None
     try:
-        await asyncio.to_thread(check_task, task)
+        await asyncio.to_thread(check_task, task, model)
     except InvalidTask as error:
         raise task_error(error) from None
 

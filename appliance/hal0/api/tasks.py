@@ -68,7 +68,7 @@ async def prepare(request: Request, wanted: GenerationRequest) -> tuple[ModelRun
     """The model and the checked Task of `wanted`: a schema, grammar or persona limit that cannot be met
     is a 400 here, before any quota lease or queue wait (run_to_completion and start_stream take it as checked)."""
     runtime, task = generation_task(request, wanted)
-    await check(task)
+    await check(task, runtime)
     return runtime, task
 
 

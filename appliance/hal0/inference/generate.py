@@ -7,6 +7,7 @@ thread of the model's runtime; the engine decides how tokens are decoded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from hal0.inference.job import Constraint, Sampled, TokenJob
 from hal0.inference.native_tools import CallSyntax, NativeParser, after_reasoning, lazy, native_grammar
 from hal0.inference.prompt_cache import SHARED, CacheKey, as_tokens, common_prefix
 from hal0.inference.reasoning import ReasoningSplitter, opened_by
-from hal0.inference.task import Event, Finish, FinishReason, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
+from hal0.inference.task import Event, Finish, FinishReason, GenerationFailed, GrammarOutput, InvalidTask, JsonOutput, Task, TextDelta, TokenLogprob, Usage
 from hal0.inference.templates import Formatter, JinjaTemplate, Rendered, RenderError, template_stops
 from hal0.inference.text import TextStream
 from hal0.inference.toolcalls import ReplyParser, tool_messages, tools_grammar
@@ -85,10 +86,14 @@ def constraint_grammar(task: Task) -> Grammar | None:
     return schema_grammar(task.output.schema if task.output.schema is not None else {"type": "object"}, task.output.param)
 
 
-def check_task(task: Task) -> None:
+def check_task(task: Task, model: LoadedModel | None = None) -> None:
     """What can be checked of a task before it runs: its constraint compiles (SchemaError, a 400,
-    if not; cached). Runs on a thread: a large schema takes a fraction of a second."""
+    if not; cached), and on a loaded model that speaks its own call syntax, the grammar of its calls
+    too, so the run finds it cached. Runs on a thread: a large schema takes a fraction of a second."""
     constraint_grammar(task)
+    if model is not None and model.tool_syntax is not None and calls_tools(task):
+        with contextlib.suppress(GenerationFailed):  # unloaded meanwhile: the run says so, or loads it again
+            native_grammar(model.tool_syntax, task, model.constraints.specials())
 
 
 def chat_prompt(template: Formatter, task: Task, add_generation_prompt: bool = True, native: bool = False) -> Rendered:

@@ -310,6 +310,10 @@ class ModelRuntime:
             return "native" if self._loaded.tool_syntax is not None else "generic"
         return self.config.tool_format
 
+    def loaded_or_none(self) -> LoadedModel | None:
+        """The loaded model, or None while it is not loaded (it may be by the time a request runs)."""
+        return self._loaded
+
     def loaded(self) -> LoadedModel:
         """The loaded model (tokenizer, template) for work that needs no turn; ModelUnavailable if none."""
         if self._loaded is None:
