@@ -91,7 +91,8 @@ class Services:
         """Re-read and re-validate the config file; keep the last good one when it is bad.
 
         Policy (server limits, mcp, memory, agents) takes effect at once. The models and their
-        lifecycle are built at start-up, so a change to `models` or `server.max_loaded_models` is
+        lifecycle are built at start-up (and the GPU devices are the process's environment), so a change to
+        `models`, `server.max_loaded_models` or `server.gpu_devices` is
         reported as needing a restart (the role restarts).
         Blocking: call it from a worker thread (reload_off_loop) when on the event loop.
         """
@@ -107,10 +108,11 @@ class Services:
         else:
             old, new = self.loaded.config.server, fresh.config.server
             restart = fresh.config.models != self.loaded.config.models or (
-                (new.bind, new.port, new.max_loaded_models) != (old.bind, old.port, old.max_loaded_models)
+                (new.bind, new.port, new.max_loaded_models, new.gpu_devices)
+                != (old.bind, old.port, old.max_loaded_models, old.gpu_devices)
             )
             self.loaded = fresh
-            note = "; models, bind or max_loaded_models changed: restart hal0 to apply them" if restart else ""
+            note = "; models, bind, max_loaded_models or gpu_devices changed: restart hal0 to apply them" if restart else ""
             result = ReloadResult(True, f"config reloaded from {fresh.path}{note}", restart_needed=restart)
             log.info("%s", result.message)
         self.last_reload = result

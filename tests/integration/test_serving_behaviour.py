@@ -168,3 +168,15 @@ def test_metrics_export_ttft_tokens_queue_and_state(server: Server) -> None:
     assert metric(server, 'hal0_model_state{model="tiny",state="ready"}') == 1
     assert metric(server, 'hal0_queue_depth{model="tiny"}') == 0
     assert metric(server, 'hal0_requests_total{method="POST",route="/v1/chat/completions",status="200"}') == 1
+
+
+def test_a_reload_that_changes_the_gpu_devices_says_a_restart_is_needed(start_server: Callable[..., Server]) -> None:
+    # server.gpu_devices reaches llama.cpp through the process's environment (roles/hal0 renders it into the unit),
+    # so a reload cannot apply it: the reload says so, and the role restarts.
+    server = start_server(server={"log_level": "info"})
+    server.write_config(server.config_path.read_text().replace("log_level: info", "log_level: info\n  gpu_devices: [0]"))
+    server.reload()
+    deadline = time.monotonic() + 10
+    while "gpu_devices changed: restart hal0 to apply them" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)

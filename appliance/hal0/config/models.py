@@ -106,6 +106,21 @@ class ServerConfig(_Section):
         "recently used idle, unpinned model; a model with requests running or waiting is never unloaded, so "
         "when none can go the request waits in its model's queue. Needs a restart to change.",
     )
+    gpu_devices: tuple[Annotated[int, Field(ge=0, le=63)], ...] | None = Field(
+        None,
+        min_length=1,
+        description="Indices of the GPU devices llama.cpp may use (null: the backend's choice). roles/hal0 puts them "
+        "in the service's environment for the box's backend (vulkan: GGML_VK_VISIBLE_DEVICES, cuda: "
+        "CUDA_VISIBLE_DEVICES). Vulkan skips CPU-type devices such as Mesa's llvmpipe unless they are listed here "
+        "(the lab's vulkan box: [0]). Needs a restart to change.",
+    )
+
+    @field_validator("gpu_devices")
+    @classmethod
+    def _gpu_devices_unique(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"lists a device twice: {list(value)}")
+        return value
 
     @field_validator("bind")
     @classmethod
