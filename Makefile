@@ -5,7 +5,7 @@ TOPOLOGY ?= open
 ANSIBLE_PLAYBOOK = $(INFRA_VENV)/bin/ansible-playbook
 INVENTORY ?= build/lab/inventory.yml
 
-.PHONY: lab lab-proxied lab-down provision test-infra test-fleet lint-infra infra-venv image test-image controller wheelhouse
+.PHONY: lab lab-proxied lab-vulkan lab-down provision test-infra test-fleet test-vulkan lint-infra infra-venv image test-image controller wheelhouse
 
 # ---- a controller of your own (README, "Provisioning a real box") ----------------------------
 CONTROLLER_VENV ?= build/controller-venv
@@ -45,6 +45,13 @@ lab: $(INFRA_VENV)/.installed
 lab-proxied:
 	$(MAKE) lab TOPOLOGY=proxied
 
+# hal0-1 on the CPU and hal0-2 offloading every layer of the tiny test model to Vulkan (Mesa's lavapipe); the
+# vulkan wheel is built once (image/llama-wheel vulkan, long: README, GPU boxes).
+lab-vulkan: $(INFRA_VENV)/.installed
+	image/lab up vulkan
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml -e @tests/infra/vulkan-vars.yml -e hal0_serial=100%
+	@image/lab urls
+
 lab-down:
 	image/lab down
 
@@ -59,6 +66,12 @@ test-infra: $(INFRA_VENV)/.installed
 # The fleet (proxy-1 + hal0-1..3): testinfra on every box, failover, rolling updates under a streaming client.
 test-fleet: $(INFRA_VENV)/.installed
 	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=3600 -m infra tests/infra/test_fleet_session.py -v -s
+
+# The vulkan lab: both boxes provisioned, testinfra (device, per-layer assignment, /v1/models, a completion),
+# greedy output equal to the CPU box's, offload without a visible device refused. HAL0_VULKAN_WHEEL=cached-only:
+# skip (loudly) instead of building a missing vulkan wheel.
+test-vulkan: $(INFRA_VENV)/.installed
+	PATH=$(CURDIR)/$(INFRA_VENV)/bin:$$PATH $(INFRA_VENV)/bin/pytest -p no:cacheprovider --timeout=9000 -m infra tests/infra/test_vulkan_session.py -v -s -rs
 
 lint-infra: $(INFRA_VENV)/.installed
 	$(INFRA_VENV)/bin/ansible-lint --profile production site.yml image/image.yml roles/
@@ -96,10 +109,10 @@ lint: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest --timeout=600 tests/unit tests/integration tests/fuzz tests/faults tests/soak tests/browser -q
 
-# The README's test command: lint, the server suites, the lab sessions (one box, the fleet), the image.
+# The README's test command: lint, the server suites, the lab sessions (one box, the fleet, vulkan), the image.
 test:
 	bash tests/tools/install-test-deps.sh
-	$(MAKE) --no-print-directory lint lint-infra test-fast test-infra test-fleet test-image
+	$(MAKE) --no-print-directory lint lint-infra test-fast test-infra test-fleet test-vulkan test-image
 
 # tests/bench: results/*.json, results/REPORT.md and PNG plots (quiet machine recommended: ~15 min, and ~8 more
 # for the agent workload, the streams run and the noisy-neighbour run when gemma3-270m is installed).

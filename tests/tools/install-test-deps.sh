@@ -16,3 +16,8 @@ bash tests/tools/install-browser.sh .venv
 image/llama-server >/dev/null
 image/llama-chat-parse >/dev/null
 image/llama-templates >/dev/null
+# The vulkan wheel for the vulkan lab session (make test-vulkan): built once, cached by key like the cpu one. Long
+# cold (README, GPU boxes); HAL0_VULKAN_WHEEL=cached-only leaves a missing one unbuilt and the session skips, loudly.
+if [ "${HAL0_VULKAN_WHEEL:-}" != cached-only ]; then
+  image/llama-wheel vulkan >/dev/null
+fi
