@@ -126,6 +126,8 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/bench/bench_memory.py
 	$(VENV)/bin/python -m tests.bench.bench_lifecycle
 	if [ -f tests/bench/bench_batching.py ]; then $(VENV)/bin/python -m tests.bench.bench_batching; fi
+	# gemma3-270m on the CPU and on lavapipe, when the vulkan wheel is cached (image/llama-wheel vulkan).
+	if image/llama-wheel --cached vulkan >/dev/null 2>&1; then $(VENV)/bin/python -m tests.bench.bench_gpu; fi
 	$(VENV)/bin/python -m tests.bench.report
 
 # Client keep-alive vs nginx reloads through the fleet lab's proxy (`make lab TOPOLOGY=fleet` first; root).

@@ -149,7 +149,7 @@ def main() -> Path:
     noisy = _load("bench_noisy")
     if noisy:
         lines += noisy_section(noisy)
-    for extra in ("bench_batching", "bench_memory", "bench_lifecycle", "provisioning"):
+    for extra in ("bench_batching", "bench_memory", "bench_lifecycle", "bench_gpu", "provisioning"):
         data = _load(extra)
         if data:
             lines += [f"## {extra}", "", "```json", json.dumps(data, indent=2)[:4000], "```", ""]
