@@ -56,13 +56,13 @@ def unit_environment(host: Any) -> dict[str, str]:
     return dict(item.split("=", 1) for item in shown.split())
 
 
-def ggml_devices(host: Any) -> list[tuple[str, str, str]]:
+def ggml_devices(host: Any) -> list[list[str]]:
     """The devices llama.cpp sees as the service does: its user, its GPU environment, the venv's llama.cpp."""
     environment = {key: value for key, value in unit_environment(host).items() if key in ENVIRONMENT_NAME.values()}
     pairs = " ".join(f"{key}={value}" for key, value in environment.items())
     with as_root(host):
         out = host.check_output(f"runuser -u hal0 -- env -i PATH=/usr/bin:/bin HOME=/var/lib/hal0 {pairs} /opt/hal0/venv/bin/python /opt/hal0/hal0-gpu-devices")
-    return [tuple(line.split("\t", 2)) for line in out.splitlines() if line.count("\t") == 2]  # type: ignore[misc]
+    return [[*line.split(" ", 2), "", ""][:3] for line in out.splitlines()]  # TYPE NAME DESCRIPTION
 
 
 def service_log(host: Any) -> str:
