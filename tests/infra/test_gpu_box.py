@@ -132,8 +132,6 @@ def test_v1_models_reports_the_offload(host: Any, backend: str, config: dict[str
     entries = {entry["id"]: entry for entry in json.loads(body)["data"]}
     for model in offloading:
         entry = entries[model["id"]]
-        if "offload" not in entry:
-            pytest.skip("TODO(issue 28): /v1/models has no `offload` report in this build yet (the offload branch adds it)")
         offload = entry["offload"]
         assert offload["backend"] == {"vulkan": "Vulkan", "cuda": "CUDA"}[backend], offload
         assert offload["layers_offloaded"] == offload["layers_total"] > 0, offload
