@@ -316,7 +316,7 @@ def test_the_cache_key_of_each_scope(tiny_model: Path) -> None:
 
         def key(scope: PromptCacheScope, task: Task = task) -> CacheKey:
             # What cache_key reads of a LoadedModel (a real one starts its constraint engine's thread).
-            model = SimpleNamespace(llama=llama, template=template_for(llama), cache_scope=scope)
+            model = SimpleNamespace(llama=llama, template=template_for(llama), cache_scope=scope, tool_syntax=None)
             return cache_key(model, task, task_prompt(model, task)[0])  # type: ignore[arg-type]
 
         public = len(llama.tokenize(f"<|im_start|>system\n{persona('K')}<|im_end|>\n<|im_start|>user\n".encode(), add_bos=True, special=True))
