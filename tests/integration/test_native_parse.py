@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hal0.inference import native_tools
 
 from tests.integration.native_parse_cases import CASES, Case, expected, recorded_form, run_reference, template_form
 
@@ -102,10 +103,10 @@ DIFFERS: dict[str, str] = {
 }
 
 
-def _hal0_matches(native_tools: Any, case: Case, source: str) -> tuple[bool, str]:
+def _hal0_matches(case: Case, source: str) -> tuple[bool, str]:
     """Whether hal0's parse_reply gives what llama-server reports for the case, and what it gave."""
     want = RECORDED["cases"][case.id]
-    not_native = getattr(native_tools, "NotNative", ())
+    not_native = native_tools.NotNative
     try:
         got = native_tools.parse_reply(source, case.tools, case.text)
     except not_native as error:
@@ -124,8 +125,7 @@ def _hal0_matches(native_tools: Any, case: Case, source: str) -> tuple[bool, str
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_hal0_parses_like_llama_server(case: Case, templates: Path) -> None:
-    native_tools = pytest.importorskip("hal0.inference.native_tools", reason="hal0's native tool-call parser is not there yet")
-    same, said = _hal0_matches(native_tools, case, (templates / case.template).read_text(encoding="utf-8"))
+    same, said = _hal0_matches(case, (templates / case.template).read_text(encoding="utf-8"))
     why = DIFFERS.get(case.id) or DIFFERS.get(case.family)
     if why:
         assert not same, f"{case.id} no longer differs from llama-server ({why}): take it out of DIFFERS"
