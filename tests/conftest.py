@@ -27,6 +27,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_test_model(tmp_path_factory.mktemp("models") / "tiny.gguf")
 
 
+@pytest.fixture(scope="module")
+def vocab(tiny_model: Path) -> Iterator[Any]:
+    """The tiny model's vocabulary (a Llama with no weights): tokens for the constraint tests."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(tiny_model), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def constraints(vocab: Any) -> Any:
+    """The tiny model's constraint engine (inference.constraint.Constraints)."""
+    from hal0.inference.constraint import Constraints
+
+    return Constraints(vocab._model)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -99,6 +117,22 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def serve(root: Path, config: dict[str, Any]) -> Server:
+    """`hal0 serve` of `config` (written to `root`), healthy: for module-scoped servers of their own config."""
+    path = root / "hal0.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = root / "hal0.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*HAL0, "serve", "--config", str(path)], stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    server = Server(path, config["server"]["port"], process, log)
+    try:
+        server.wait_healthy()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 @pytest.fixture

@@ -3,17 +3,13 @@ Messages APIs): each test sends a few requests, so starting a server per test wo
 
 from __future__ import annotations
 
-import os
 import string
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hal0.inference.tiny_model import write_test_model
 
-from tests.conftest import Server, free_port, tiny_config
+from tests.conftest import Server, free_port, serve, tiny_config
 
 # A persona whose replies stop at the first ASCII letter, digit or space: the tiny model's random
 # weights never end a turn by themselves, and an agent runner needs a reply that completes.
@@ -32,19 +28,6 @@ def personas() -> list[dict[str, Any]]:
 
 
 def start_dialect_server(root: Path) -> Server:
-    port = free_port()
-    config = tiny_config(write_test_model(root / "tiny.gguf"), port,
+    config = tiny_config(write_test_model(root / "tiny.gguf"), free_port(),
                          agents={"personas": personas(), "approvals": {"path": str(root / "approvals.db")}})
-    path = root / "hal0.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = root / "hal0.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "hal0.cli", "serve", "--config", str(path)], stdout=out,
-                                   stderr=subprocess.STDOUT, env=os.environ.copy())
-    server = Server(path, port, process, log)
-    try:
-        server.wait_healthy()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return serve(root, config)

@@ -21,10 +21,9 @@ import anthropic
 import jsonschema
 import openai
 import pytest
-import yaml
 from hal0.inference.tiny_model import write_test_model
 
-from tests.conftest import Server, free_port, tiny_config
+from tests.conftest import Server, free_port, serve, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = {
@@ -53,24 +52,11 @@ def templates() -> Path:
 def family(request: pytest.FixtureRequest, templates: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Server]]:
     name = request.param
     root = tmp_path_factory.mktemp(f"native-{name}")
-    port = free_port()
-    config = tiny_config(write_test_model(root / "tiny.gguf"), port)
+    config = tiny_config(write_test_model(root / "tiny.gguf"), free_port())
     config["models"][0].update(chat_template_file=str(templates / FAMILIES[name][0]), n_ctx=2048)
-    path = root / "hal0.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = root / "hal0.log"
-    import os
-    import sys
-
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "hal0.cli", "serve", "--config", str(path)], stdout=out, stderr=subprocess.STDOUT,
-                                   env=os.environ.copy())
-    server = Server(path, port, process, log)
-    try:
-        server.wait_healthy()
-        yield name, server
-    finally:
-        server.stop()
+    server = serve(root, config)
+    yield name, server
+    server.stop()
 
 
 def chat(server: Server, **body: Any) -> dict[str, Any]:

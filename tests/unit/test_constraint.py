@@ -6,8 +6,6 @@ is split into deltas."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,17 +20,6 @@ from tests.schema_corpus import REFUSED, accepted
 PARAM = "response_format.json_schema.schema"
 SINGLE_BYTE = {ord("0"): (265,), ord("e"): (269,), ord("t"): (270,), ord("o"): (271,), ord("n"): (272,)}  # the tiny model's duplicates
 
-
-@pytest.fixture(scope="module")
-def vocab(tiny_model: Path) -> Iterator[Llama]:
-    llm = Llama(str(tiny_model), vocab_only=True, verbose=False)
-    yield llm
-    llm.close()
-
-
-@pytest.fixture(scope="module")
-def constraints(vocab: Llama) -> Constraints:
-    return Constraints(vocab._model)
 
 
 def matches(constraints: Constraints, vocab: Llama, grammar: Grammar, text: str) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from hal0.inference.constraint import Constraints
 from hal0.inference.native_tools import NativeParser, NotNative, after_reasoning, derive_syntax, native_grammar, parse_reply, tool_syntax
 from hal0.inference.task import Task, TextDelta, Tool, ToolCallDelta
 from hal0.inference.templates import JinjaTemplate, TemplateError, named_template
-from llama_cpp import Llama
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,17 +171,6 @@ def test_mistral_ids_and_parallel_calls(templates: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # The grammar and the lazy constraint on the tiny model's vocabulary.
 
-
-@pytest.fixture(scope="module")
-def vocab(tiny_model: Path) -> Iterator[Llama]:
-    llm = Llama(str(tiny_model), vocab_only=True, verbose=False)
-    yield llm
-    llm.close()
-
-
-@pytest.fixture(scope="module")
-def constraints(vocab: Llama) -> Constraints:
-    return Constraints(vocab._model)
 
 
 # The tiny vocabulary has a token per byte (id 5 + byte), and these bytes also as whole-word pieces,

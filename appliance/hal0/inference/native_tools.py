@@ -31,6 +31,7 @@ from typing import Any
 from hal0.inference.constraint import Grammar, embedded_schema, lark_grammar, schema_grammar
 from hal0.inference.reasoning import MARKERS
 from hal0.inference.task import JsonOutput, Task, TextDelta, ToolCallDelta
+from hal0.inference.text import JsonNesting
 from hal0.inference.toolcalls import chosen_tools
 
 # What the probes put in a call, chosen to appear nowhere else in a rendering.
@@ -440,9 +441,7 @@ class NativeParser:
         # With a response format the reply is either that JSON or calls, so a call opens only at its start.
         self._trigger = Trigger(syntax.trigger.text, syntax.trigger.json, at_start=True) if json_answer else syntax.trigger
         self._state = "text"
-        self._depth = 0
-        self._in_string = False
-        self._escape = False
+        self._json = JsonNesting()  # within a call's arguments
         self._name = ""
         self.calls = 0
 
@@ -481,7 +480,7 @@ class NativeParser:
                     self._state = "name"
                 else:
                     self._state = "args"
-                    self._depth, self._in_string, self._escape = 0, False, False
+                    self._json = JsonNesting()
                     self.calls += 1
                     yield ToolCallDelta(self.calls - 1, id=f"call_{uuid.uuid4().hex[:24]}", name=self._name)
         elif state == "name":
@@ -519,7 +518,7 @@ class NativeParser:
 
     def _arguments(self, final: bool) -> Iterator[TextDelta | ToolCallDelta]:
         start = at = self._at
-        if self._depth == 0:  # before the arguments' first character
+        if self._json.depth == 0:  # before the arguments' first character
             while at < len(self._text) and self._text[at].isspace():
                 at += 1
             if at == len(self._text):
@@ -532,22 +531,10 @@ class NativeParser:
         while at < len(self._text):
             char = self._text[at]
             at += 1
-            if self._in_string:
-                if self._escape:
-                    self._escape = False
-                elif char == "\\":
-                    self._escape = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
-            elif char in "}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    self._state = "next"
-                    break
+            self._json.feed(char)
+            if self._json.depth == 0 and not self._json.in_string:
+                self._state = "next"
+                break
         self._at = at
         if at > start:
             yield ToolCallDelta(self.calls - 1, arguments=self._text[start:at])

@@ -19,7 +19,7 @@ from typing import Any
 
 from hal0.inference.constraint import Grammar, embedded_schema, lark_grammar, schema_grammar
 from hal0.inference.task import InvalidTask, JsonOutput, Task, TextDelta, Tool, ToolCallDelta
-from hal0.inference.text import well_formed
+from hal0.inference.text import JsonNesting, well_formed
 
 _CALLS = '{"tool_calls":['
 _CONTENT = '{"content":'
@@ -108,9 +108,7 @@ class ReplyParser:
         self._mode = "start"
         self._call = -1
         self._pending = ""  # the current call's head, or an escape sequence in content
-        self._depth = 0
-        self._in_string = False
-        self._escape = False
+        self._json = JsonNesting()  # within the answer's JSON or a call's arguments
         self.calls = 0
 
     def feed(self, text: str) -> Iterator[TextDelta | ToolCallDelta]:
@@ -130,10 +128,10 @@ class ReplyParser:
         if self._mode == "content":
             yield from self._content(char)
         elif self._mode == "answer":
-            if not self._in_string and self._depth == 0 and char == "}":
+            if not self._json.in_string and self._json.depth == 0 and char == "}":
                 self._mode = "done"  # the wrapper closed: the answer's JSON is whole
                 return
-            self._track(char)
+            self._json.feed(char)
             yield TextDelta(char)
         elif self._mode == "head":
             self._pending += char
@@ -141,34 +139,19 @@ class ReplyParser:
                 name = self._pending[len('{"name":"') : -len('","arguments":')]
                 self._call += 1
                 self.calls += 1
-                self._mode, self._pending, self._depth = "args", "", 0
+                self._mode, self._pending, self._json = "args", "", JsonNesting()
                 yield ToolCallDelta(self._call, id=f"call_{uuid.uuid4().hex[:24]}", name=name)
         elif self._mode == "args":
-            if not self._in_string and self._depth == 0 and char == "}":
+            if not self._json.in_string and self._json.depth == 0 and char == "}":
                 self._mode = "between"  # the call object closed
                 return
-            self._track(char)
+            self._json.feed(char)
             yield ToolCallDelta(self._call, arguments=char)
         elif self._mode == "between":
             if char == ",":
                 self._mode, self._pending = "head", ""
             elif char == "]":
                 self._mode = "done"
-
-    def _track(self, char: str) -> None:
-        if self._in_string:
-            if self._escape:
-                self._escape = False
-            elif char == "\\":
-                self._escape = True
-            elif char == '"':
-                self._in_string = False
-        elif char == '"':
-            self._in_string = True
-        elif char in "{[":
-            self._depth += 1
-        elif char in "}]":
-            self._depth -= 1
 
     def _content(self, char: str) -> Iterator[TextDelta]:
         if self._pending or char == "\\":
