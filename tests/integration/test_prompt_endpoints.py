@@ -147,3 +147,7 @@ def test_chat_template_file_is_checked(tmp_path: Path, tiny_model: Path) -> None
     assert dropped.returncode == 1 and "drops the system prompt" in dropped.stderr
     both = validate({"chat_template_file": str(silent), "chat_format": "chatml"})
     assert both.returncode == 1 and "not both" in both.stderr
+    # tool_format: native on a template that writes no calls of its own is refused before the box changes, naming the field.
+    native = validate({"chat_format": "chatml", "tool_format": "native"})
+    assert native.returncode == 1 and "models[0].tool_format" in native.stderr and "generic" in native.stderr
+    assert validate({"chat_format": "chatml", "tool_format": "generic"}).returncode == 0

@@ -87,6 +87,7 @@ def _load_checked(path: str, check_files: bool) -> object:
     from hal0.config.errors import ConfigIssue
     from hal0.config.loader import read_source
     from hal0.config.yaml_source import parse_yaml
+    from hal0.inference.native_tools import tool_syntax
     from hal0.inference.templates import TemplateError, file_template, named_template
 
     loaded = load_config(path, check_files=check_files, checks=CONFIG_CHECKS)
@@ -94,13 +95,13 @@ def _load_checked(path: str, check_files: bool) -> object:
     for index, model in enumerate(loaded.config.models):
         if model.chat_format is None and model.chat_template_file is None:
             continue  # the GGUF's own template: checked when the model loads
+        field = ("models", index, "chat_template_file" if model.chat_template_file is not None else "chat_format")
         try:
-            if model.chat_template_file is not None:
-                file_template(model.chat_template_file)
-            else:
-                named_template(model.chat_format or "")
+            render = file_template(model.chat_template_file) if model.chat_template_file is not None else named_template(model.chat_format or "")
+            if model.tool_format is not None:
+                field = ("models", index, "tool_format")
+                tool_syntax(render, model.tool_format)  # `native` on a template with no call syntax of its own
         except TemplateError as error:
-            field = ("models", index, "chat_template_file" if model.chat_template_file is not None else "chat_format")
             # The file parsed a moment ago (load_config), so its positions are there to name the line.
             position = parse_yaml(read_source(path), path)[0].position_of(field)
             issues.append(ConfigIssue(path, position.line, position.column, field, str(error)))

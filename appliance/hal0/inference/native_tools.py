@@ -264,7 +264,7 @@ def tool_syntax(render: Any, tool_format: str | None) -> CallSyntax | None:
         return None
     if not isinstance(render, JinjaTemplate):
         if tool_format == "native":
-            raise TemplateError("models[].tool_format is native, but a named chat_format has no tool-call syntax of its own")
+            raise TemplateError("models[].tool_format is native, but a named chat_format has no tool-call syntax of its own; use generic")
         return None
     try:
         return derive_syntax(render)
