@@ -48,7 +48,7 @@ def vulkan_wheel() -> None:
 
 
 def play(*extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(CONTROLLER_VENV / "bin" / "ansible-playbook", "-i", INVENTORY, "site.yml", "-e", f"@{VARS}", *extra, check=check)
+    return run(CONTROLLER_VENV / "bin" / "ansible-playbook", "-i", INVENTORY, "site.yml", "-e", f"@{VARS}", *extra, check=check, operator=True)
 
 
 def box(name: str, command: str) -> str:
@@ -58,7 +58,7 @@ def box(name: str, command: str) -> str:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[dict[str, str]]:
     vulkan_wheel()
-    run("make", "controller", timeout=900)
+    run("make", "controller", timeout=900, operator=True)  # as an operator would, as the lab session does
     run(REPO / "image" / "lab", "up", "vulkan")
     try:
         hosts = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["hal0"]["hosts"]
