@@ -448,7 +448,7 @@ class LazyConstraint:
     ) -> None:
         self._inner = inner
         self._find, self._skip, self._piece, self._tokenize = find, skip, piece, tokenize
-        self._reply = b""
+        self._reply = bytearray()  # grown in place: a long free reply is never copied whole per token
         self._tokens: list[tuple[int, int]] = []  # (token, where its bytes start in the reply)
         self.state = "waiting"  # -> "active" once triggered, or "free" if the opening could not be fed
 
@@ -479,7 +479,7 @@ class LazyConstraint:
             ends = self._tokens[index + 1][1] if index + 1 < len(self._tokens) else len(self._reply)
             if ends <= at:
                 continue
-            feed.extend([token] if begins >= at else self._tokenize(self._reply[at:ends]))
+            feed.extend([token] if begins >= at else self._tokenize(bytes(self._reply[at:ends])))
         self.state = "active" if self._inner.try_accept(feed) else "free"
 
     @property
